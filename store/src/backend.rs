@@ -1,0 +1,260 @@
+//! The storage engine seam: an ordered key-value engine with a few named trees.
+//!
+//! The Raft log, the vote and the state machine are all written through [`KvBackend`], so
+//! the engine can be replaced without touching Raft or MVCC code. [`SledBackend`] is the
+//! production implementation. A [`Batch`] is applied atomically within one tree, and
+//! [`KvBackend::flush`] makes every write made before it durable.
+
+use std::ops::{Bound, ControlFlow};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The trees a backend keeps. Atomicity is per tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Raft log entries.
+    Log,
+    /// Raft vote, purge point, committed id and the current snapshot.
+    RaftMeta,
+    /// The MVCC state machine: keys, history, leases, and its own meta.
+    StateMachine,
+}
+
+impl Tree {
+    fn name(self) -> &'static str {
+        match self {
+            Tree::Log => "log",
+            Tree::RaftMeta => "raft-meta",
+            Tree::StateMachine => "sm",
+        }
+    }
+}
+
+/// Puts and removes applied together, atomically, to one tree.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), Some(value.into())));
+    }
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// A visitor over key-value pairs; return `ControlFlow::Break` to stop early.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
+/// An ordered, durable key-value engine.
+pub trait KvBackend: Send + Sync + 'static {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Visits pairs with keys in `(start, end)` in ascending order, or descending if `reverse`.
+    fn scan(
+        &self,
+        tree: Tree,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<()>;
+    /// Applies every operation of `batch` atomically.
+    fn write(&self, tree: Tree, batch: Batch) -> Result<()>;
+    /// Makes every write made so far durable (fsync).
+    fn flush(&self) -> Result<()>;
+    /// Bytes the engine occupies on disk.
+    fn size_on_disk(&self) -> u64;
+}
+
+/// [`KvBackend`] on sled 0.34: one sled tree per [`Tree`].
+pub struct SledBackend {
+    db: sled::Db,
+    log: sled::Tree,
+    raft_meta: sled::Tree,
+    sm: sled::Tree,
+}
+
+impl SledBackend {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+            .map_err(|e| Error::DataDir {
+                path: dir.display().to_string(),
+                reason: format!("cannot open the sled database: {e}"),
+            })?;
+        let tree = |t: Tree| {
+            db.open_tree(t.name()).map_err(|e| Error::DataDir {
+                path: dir.display().to_string(),
+                reason: format!("cannot open tree {}: {e}", t.name()),
+            })
+        };
+        Ok(Self {
+            log: tree(Tree::Log)?,
+            raft_meta: tree(Tree::RaftMeta)?,
+            sm: tree(Tree::StateMachine)?,
+            db,
+        })
+    }
+
+    fn tree(&self, t: Tree) -> &sled::Tree {
+        match t {
+            Tree::Log => &self.log,
+            Tree::RaftMeta => &self.raft_meta,
+            Tree::StateMachine => &self.sm,
+        }
+    }
+}
+
+impl KvBackend for SledBackend {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(tree).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
+        let iter = self.tree(tree).range::<&[u8], _>((start, end));
+        let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool> {
+            let (k, v) = item?;
+            Ok(visit(&k, &v).is_continue())
+        };
+        if reverse {
+            for item in iter.rev() {
+                if !step(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in iter {
+                if !step(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, tree: Tree, batch: Batch) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.tree(tree).apply_batch(b)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Collects every pair of `tree` whose key starts with `prefix`.
+pub fn scan_prefix(
+    backend: &dyn KvBackend,
+    tree: Tree,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let end = prefix_end(prefix);
+    let end_bound = match &end {
+        Some(e) => Bound::Excluded(e.as_slice()),
+        None => Bound::Unbounded,
+    };
+    backend.scan(
+        tree,
+        Bound::Included(prefix),
+        end_bound,
+        false,
+        &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            ControlFlow::Continue(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None` if there is
+/// none (the prefix is empty or all `0xff`).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte_and_carries() {
+        assert_eq!(prefix_end(b"abc"), Some(b"abd".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn sled_batch_is_applied_and_scanned_in_order_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SledBackend::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        for k in ["a1", "a2", "b1", "a3"] {
+            batch.put(k.as_bytes(), k.as_bytes());
+        }
+        batch.remove(b"a2".to_vec());
+        b.write(Tree::StateMachine, batch).unwrap();
+        let keys: Vec<_> = scan_prefix(&b, Tree::StateMachine, b"a")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect();
+        assert_eq!(keys, ["a1", "a3"]);
+        let mut rev = Vec::new();
+        b.scan(
+            Tree::StateMachine,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            true,
+            &mut |k, _| {
+                rev.push(k.to_vec());
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        assert_eq!(rev, [b"b1".to_vec(), b"a3".to_vec(), b"a1".to_vec()]);
+        assert!(
+            b.get(Tree::Log, b"a1").unwrap().is_none(),
+            "trees are separate"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! openraft's state machine over [`Mvcc`]: applies committed entries, builds and installs
+//! snapshots.
+//!
+//! A snapshot is the whole state-machine tree (keys, the history window, leases, members
+//! and meta), so a member that catches up by snapshot can serve watches from the same
+//! window as the others. Snapshots are kept in the engine, so they survive restarts.
+
+use std::io::Cursor;
+use std::ops::{Bound, ControlFlow};
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Batch, KvBackend, Tree};
+use crate::mvcc::{member_key, Mvcc, M_APPLIED, M_MEMBERSHIP};
+use crate::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, Member, PutRequest, TxnRequest,
+};
+use crate::types::{
+    AppliedError, Entry, LogId, Request, Response, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
+
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+/// A snapshot as stored and sent: its meta and every pair of the state-machine tree.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The Raft state machine. Clones share the state.
+#[derive(Clone)]
+pub struct StateMachine {
+    mvcc: Arc<Mvcc>,
+}
+
+impl StateMachine {
+    pub fn new(mvcc: Arc<Mvcc>) -> Self {
+        Self { mvcc }
+    }
+
+    pub fn mvcc(&self) -> &Arc<Mvcc> {
+        &self.mvcc
+    }
+
+    fn backend(&self) -> &Arc<dyn KvBackend> {
+        self.mvcc.backend()
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        match self
+            .backend()
+            .get(Tree::StateMachine, key)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
+            Some(b) => postcard::from_bytes(&b)
+                .map(Some)
+                .map_err(|e| sm_err(ErrorVerb::Read, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ids of snapshots: the last log id and a counter, so two snapshots never share one.
+    fn snapshot_id(last: Option<LogId>) -> String {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        match last {
+            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
+            None => format!("none-{n}"),
+        }
+    }
+}
+
+fn apply_request(
+    ctx: &mut crate::mvcc::ApplyCtx<'_>,
+    req: &Request,
+) -> Result<Vec<u8>, AppliedError> {
+    fn dec<M: Message + Default>(b: &[u8]) -> Result<M, AppliedError> {
+        M::decode(b).map_err(|e| AppliedError::Invalid(format!("undecodable request: {e}")))
+    }
+    Ok(match req {
+        Request::Put(b) => ctx.put(&dec::<PutRequest>(b)?)?.encode_to_vec(),
+        Request::DeleteRange(b) => ctx
+            .delete_range(&dec::<DeleteRangeRequest>(b)?)?
+            .encode_to_vec(),
+        Request::Txn(b) => ctx.txn(&dec::<TxnRequest>(b)?)?.encode_to_vec(),
+        Request::Compact(b) => {
+            let r = dec::<CompactionRequest>(b)?;
+            ctx.compact(r.revision)?;
+            CompactionResponse { header: None }.encode_to_vec()
+        }
+        Request::LeaseGrant(b) => {
+            let r = dec::<LeaseGrantRequest>(b)?;
+            let id = ctx.lease_grant(r.id, r.ttl)?;
+            LeaseGrantResponse {
+                header: None,
+                id,
+                ttl: r.ttl.max(1),
+                error: String::new(),
+            }
+            .encode_to_vec()
+        }
+        Request::LeaseRevoke(b) => {
+            let r = dec::<LeaseRevokeRequest>(b)?;
+            ctx.lease_revoke(r.id)?;
+            LeaseRevokeResponse { header: None }.encode_to_vec()
+        }
+        Request::PublishMember(b) => {
+            let m = dec::<Member>(b)?;
+            ctx.put_raw(member_key(m.id), b.clone());
+            Vec::new()
+        }
+    })
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // Everything applied so far must be durable before Raft may purge the log behind
+        // this snapshot.
+        self.backend()
+            .flush()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let (pairs, last_applied, membership) = {
+            let _g = self.mvcc.read_guard();
+            let mut pairs = Vec::new();
+            self.backend()
+                .scan(
+                    Tree::StateMachine,
+                    Bound::Unbounded,
+                    Bound::Unbounded,
+                    false,
+                    &mut |k, v| {
+                        pairs.push((k.to_vec(), v.to_vec()));
+                        ControlFlow::Continue(())
+                    },
+                )
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let last_applied = self.meta::<Option<LogId>>(M_APPLIED)?.flatten();
+            let membership: StoredMembership = self.meta(M_MEMBERSHIP)?.unwrap_or_default();
+            (pairs, last_applied, membership)
+        };
+        let data = postcard::to_allocvec(&SnapshotBody { pairs })
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id: Self::snapshot_id(last_applied),
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let mut b = Batch::default();
+        b.put(
+            KEY_SNAPSHOT,
+            postcard::to_allocvec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+        );
+        self.backend()
+            .write(Tree::RaftMeta, b)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.backend()
+            .flush()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((
+            self.meta::<Option<LogId>>(M_APPLIED)?.flatten(),
+            self.meta(M_MEMBERSHIP)?.unwrap_or_default(),
+        ))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut ctx = self.mvcc.begin();
+        let mut out = Vec::new();
+        let mut last = None;
+        let mut membership = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            let resp = match &entry.payload {
+                EntryPayload::Blank => Response {
+                    revision: ctx.revision(),
+                    ..Default::default()
+                },
+                EntryPayload::Normal(req) => match apply_request(&mut ctx, req) {
+                    Ok(body) => Response {
+                        revision: ctx.revision(),
+                        body,
+                        error: None,
+                    },
+                    Err(e) => Response {
+                        revision: ctx.revision(),
+                        body: Vec::new(),
+                        error: Some(e),
+                    },
+                },
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    Response {
+                        revision: ctx.revision(),
+                        ..Default::default()
+                    }
+                }
+            };
+            out.push(resp);
+        }
+        if let Some(l) = last {
+            ctx.put_raw(
+                M_APPLIED.to_vec(),
+                postcard::to_allocvec(&Some(l)).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+            );
+        }
+        if let Some(m) = membership {
+            ctx.put_raw(
+                M_MEMBERSHIP.to_vec(),
+                postcard::to_allocvec(&m).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+            );
+        }
+        ctx.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = postcard::from_bytes(&data).map_err(|e| {
+            StorageError::from_io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        // Replace the whole tree in one atomic batch.
+        let mut batch = Batch::default();
+        self.backend()
+            .scan(
+                Tree::StateMachine,
+                Bound::Unbounded,
+                Bound::Unbounded,
+                false,
+                &mut |k, _| {
+                    batch.remove(k.to_vec());
+                    ControlFlow::Continue(())
+                },
+            )
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        for (k, v) in body.pairs {
+            batch.put(k, v);
+        }
+        {
+            let mut ctx_batch = batch;
+            ctx_batch.put(
+                M_APPLIED,
+                postcard::to_allocvec(&meta.last_log_id)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
+            );
+            ctx_batch.put(
+                M_MEMBERSHIP,
+                postcard::to_allocvec(&meta.last_membership)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
+            );
+            self.mvcc
+                .install(ctx_batch)
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let mut b = Batch::default();
+        b.put(
+            KEY_SNAPSHOT,
+            postcard::to_allocvec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+        );
+        self.backend()
+            .write(Tree::RaftMeta, b)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.backend()
+            .flush()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(b) = self
+            .backend()
+            .get(Tree::RaftMeta, KEY_SNAPSHOT)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        else {
+            return Ok(None);
+        };
+        let s: StoredSnapshot = postcard::from_bytes(&b).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
