@@ -33,6 +33,7 @@ pub const ETCD_VERSION: &str = "3.5.0";
 /// Serves the etcd API on `listener` until the task is aborted.
 pub async fn serve(node: Arc<StoreNode>, listener: tokio::net::TcpListener) {
     let api = EtcdApi { node: node.clone() };
+    let stop_node = node.clone();
     // tonic's own limit sits above etcd's, so an oversized request gets etcd's error text.
     let max = node.config.max_request_bytes * 2 + 64 * 1024;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -48,7 +49,7 @@ pub async fn serve(node: Arc<StoreNode>, listener: tokio::net::TcpListener) {
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(ClusterServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api))
-        .serve_with_incoming(incoming)
+        .serve_with_incoming_shutdown(incoming, async move { stop_node.stopped().await })
         .await;
     if let Err(e) = r {
         tracing::error!(error = %e, "etcd API server stopped");
@@ -388,8 +389,12 @@ impl Watch for EtcdApi {
         tokio::spawn(async move {
             let mut watchers: HashMap<i64, tokio::task::JoinHandle<()>> = HashMap::new();
             let mut next_id: i64 = 0;
-            while let Some(msg) = inbound.next().await {
-                let Ok(msg) = msg else { break };
+            loop {
+                let msg = tokio::select! {
+                    m = inbound.next() => m,
+                    _ = api.node.stopped() => None,
+                };
+                let Some(Ok(msg)) = msg else { break };
                 match msg.request_union {
                     Some(watch_request::RequestUnion::CreateRequest(c)) => {
                         let id = if c.watch_id != 0 {
@@ -476,7 +481,12 @@ async fn forward_watch(
 ) {
     let (tx, mut rx) = mpsc::channel(64);
     let w = tokio::spawn(run_watcher(api.node.clone(), spec, tx));
-    while let Some(item) = rx.recv().await {
+    loop {
+        let item = tokio::select! {
+            i = rx.recv() => i,
+            _ = api.node.stopped() => None,
+        };
+        let Some(item) = item else { break };
         let resp = match item {
             WatchItem::Events(events) => {
                 let rev = events.last().map(event_revision).unwrap_or_default();
@@ -543,7 +553,12 @@ impl Lease for EtcdApi {
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
         tokio::spawn(async move {
-            while let Some(Ok(req)) = inbound.next().await {
+            loop {
+                let req = tokio::select! {
+                    m = inbound.next() => m,
+                    _ = api.node.stopped() => None,
+                };
+                let Some(Ok(req)) = req else { break };
                 let ttl = match api.node.lease_keep_alive(req.id).await {
                     Ok(ttl) => ttl,
                     // etcd answers a keep-alive of an unknown lease with TTL 0.

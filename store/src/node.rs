@@ -222,6 +222,8 @@ pub struct StoreNode {
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
     /// The leader's lease clock: when each lease expires unless kept alive.
     lease_deadlines: Mutex<HashMap<i64, Instant>>,
+    /// Flips to true when the member stops; servers and streams end on it.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A started member and its tasks; [`StoreHandle::shutdown`] stops all of it and
@@ -229,23 +231,57 @@ pub struct StoreNode {
 pub struct StoreHandle {
     pub node: Arc<StoreNode>,
     tasks: Vec<JoinHandle<()>>,
+    servers: Vec<JoinHandle<()>>,
     /// The addresses actually bound (useful when a port 0 was asked for).
     pub client_addrs: Vec<SocketAddr>,
     pub peer_addr: SocketAddr,
 }
 
 impl StoreHandle {
+    /// Stops the member as a crash would, from the cluster's point of view: servers close
+    /// their connections, streams end, Raft stops. Returns once the data directory is
+    /// released, so the member can be started again from it.
     pub async fn shutdown(self) {
-        for t in &self.tasks {
+        let StoreHandle {
+            node,
+            tasks,
+            servers,
+            ..
+        } = self;
+        let _ = node.stop.send(true);
+        for t in &tasks {
             t.abort();
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
         }
-        if let Err(e) = self.node.raft.shutdown().await {
+        if let Err(e) = node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        let _ = self.node.backend.flush();
+        for s in servers {
+            let abort = s.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(3), s)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let _ = node.backend.flush();
+        let backend = node.backend.clone();
+        drop(node);
+        // Raft's storage tasks and the log flusher thread let go of the engine shortly
+        // after Raft stops.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&backend) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&backend) > 1 {
+            tracing::warn!(
+                refs = Arc::strong_count(&backend),
+                "store engine still referenced after shutdown"
+            );
+        }
     }
 }
 
@@ -304,6 +340,7 @@ impl StoreNode {
             config: cfg.clone(),
             read_tx,
             lease_deadlines: Mutex::default(),
+            stop: tokio::sync::watch::channel(false).0,
         });
 
         let mut tasks = Vec::new();
@@ -317,10 +354,10 @@ impl StoreNode {
             path: "peer listener".into(),
             source: e,
         })?;
-        tasks.push(tokio::spawn(crate::peer::serve(
+        let mut servers = vec![tokio::spawn(crate::peer::serve(
             node.clone(),
             peer_listener,
-        )));
+        ))];
         let mut client_addrs = Vec::new();
         for addr in &cfg.listen_client {
             let l = tokio::net::TcpListener::bind(addr)
@@ -333,7 +370,7 @@ impl StoreNode {
                 path: "client listener".into(),
                 source: e,
             })?);
-            tasks.push(tokio::spawn(crate::etcd::serve(node.clone(), l)));
+            servers.push(tokio::spawn(crate::etcd::serve(node.clone(), l)));
         }
 
         if fresh && cfg.initial_cluster_state_new {
@@ -373,9 +410,16 @@ impl StoreNode {
         Ok(StoreHandle {
             node,
             tasks,
+            servers,
             client_addrs,
             peer_addr,
         })
+    }
+
+    /// Resolves when the member is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     pub fn cluster_id(&self) -> u64 {

@@ -13,6 +13,7 @@ use crate::pb::raft::{PeerReply, PeerRequest};
 use crate::types::{Request as StoreRequest, TypeConfig};
 
 pub async fn serve(node: Arc<StoreNode>, listener: tokio::net::TcpListener) {
+    let stop_node = node.clone();
     let svc = RaftPeerServer::new(PeerService { node })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -20,7 +21,7 @@ pub async fn serve(node: Arc<StoreNode>, listener: tokio::net::TcpListener) {
     if let Err(e) = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(svc)
-        .serve_with_incoming(incoming)
+        .serve_with_incoming_shutdown(incoming, async move { stop_node.stopped().await })
         .await
     {
         tracing::error!(error = %e, "peer server stopped");
