@@ -10,9 +10,16 @@ use berth_store::pb::etcdserverpb::kv_client::KvClient;
 use berth_store::pb::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::Channel;
 
+/// A free loopback address below the kernel's ephemeral port range, so no outgoing
+/// connection takes it between this check and the member's bind.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    use rand::Rng;
+    loop {
+        let p = rand::thread_rng().gen_range(12_000..30_000);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", p)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 pub fn init_tracing() {
