@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# store-bench: a 3-member Berth store and a 3-member etcd 3.4 (Debian's etcd-server), both
+# on loopback on this machine, driven by the same client and workload in one run.
+#
+#   store/bench/run.sh [--duration SECONDS] [--debug]
+#
+# Installs etcd-server if it is missing, builds berth and store-bench (release unless
+# --debug), starts both clusters in a temporary directory, runs store-bench, and stops
+# everything on exit, whatever happened.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+duration=10
+profile=release
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --debug) profile=debug; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+if ! command -v etcd >/dev/null; then
+  echo "== installing etcd-server (Debian)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq etcd-server >/dev/null || { apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; }
+fi
+
+echo "== building berth and store-bench ($profile)" >&2
+if [ "$profile" = release ]; then
+  cargo build -q --release -p berth -p berth-store --bins
+else
+  cargo build -q -p berth -p berth-store --bins
+fi
+bin=target/$profile
+
+work=$(mktemp -d /tmp/store-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+base_berth=41000
+base_etcd=42000
+b_cluster=""; e_cluster=""; b_eps=""; e_eps=""
+for i in 1 2 3; do
+  b_cluster+="b$i=http://127.0.0.1:$((base_berth + i*10 + 1)),"
+  e_cluster+="e$i=http://127.0.0.1:$((base_etcd + i*10 + 1)),"
+  b_eps+="http://127.0.0.1:$((base_berth + i*10)),"
+  e_eps+="http://127.0.0.1:$((base_etcd + i*10)),"
+done
+b_cluster=${b_cluster%,}; e_cluster=${e_cluster%,}; b_eps=${b_eps%,}; e_eps=${e_eps%,}
+
+for i in 1 2 3; do
+  c=$((base_berth + i*10)); p=$((c + 1))
+  RUST_LOG=warn "$bin/berth" store --name "b$i" --data-dir "$work/b$i" \
+    --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+    --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+    --initial-cluster "$b_cluster" --initial-cluster-state new --auto-compaction-retention 0 \
+    >"$work/b$i.log" 2>&1 &
+  pids+=($!)
+  c=$((base_etcd + i*10)); p=$((c + 1))
+  etcd --name "e$i" --data-dir "$work/e$i" \
+    --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+    --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+    --initial-cluster "$e_cluster" --initial-cluster-state new --initial-cluster-token bench \
+    >"$work/e$i.log" 2>&1 &
+  pids+=($!)
+done
+
+export ETCDCTL_API=3
+for eps in "$b_eps" "$e_eps"; do
+  for _ in $(seq 1 100); do
+    etcdctl --endpoints="$eps" put bench/ready 1 >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  etcdctl --endpoints="$eps" put bench/ready 1 >/dev/null
+done
+echo "== etcd: $(etcd --version | head -1)" >&2
+"$bin/store-bench" --target "berth=$b_eps" --target "etcd=$e_eps" --duration "$duration"
