@@ -76,11 +76,21 @@ pub trait KvBackend: Send + Sync + 'static {
 }
 
 /// [`KvBackend`] on sled 0.34: one sled tree per [`Tree`].
+///
+/// sled 0.34's own `flush` is not enough for durability on Linux: it ends its log writes
+/// with `sync_file_range`, which flushes neither the file's metadata nor the disk's write
+/// cache, and it never syncs the blob files it writes for large values (nor their
+/// directory). [`SledBackend::flush`] therefore follows sled's flush with `fdatasync` on
+/// the data file, and `fsync` on every blob file not yet synced and on the blob
+/// directory, so a flushed write survives power loss, not only a process crash.
 pub struct SledBackend {
     db: sled::Db,
     log: sled::Tree,
     raft_meta: sled::Tree,
     sm: sled::Tree,
+    data_file: std::fs::File,
+    blobs_dir: std::path::PathBuf,
+    synced_blobs: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
 }
 
 impl SledBackend {
@@ -100,12 +110,56 @@ impl SledBackend {
                 reason: format!("cannot open tree {}: {e}", t.name()),
             })
         };
+        let io = |what: &Path, e: std::io::Error| Error::Io {
+            path: what.display().to_string(),
+            source: e,
+        };
+        let data_path = dir.join("db");
+        let data_file = std::fs::File::open(&data_path).map_err(|e| io(&data_path, e))?;
+        // The files sled created at open, and their directory entries, made durable once.
+        db.flush()?;
+        data_file.sync_all().map_err(|e| io(&data_path, e))?;
+        fsync_dir(dir).map_err(|e| io(dir, e))?;
         Ok(Self {
             log: tree(Tree::Log)?,
             raft_meta: tree(Tree::RaftMeta)?,
             sm: tree(Tree::StateMachine)?,
             db,
+            data_file,
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: Default::default(),
         })
+    }
+
+    /// fsyncs blob files written since the last flush, and then their directory.
+    fn sync_new_blobs(&self) -> std::io::Result<()> {
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = std::collections::HashSet::new();
+        let mut any_new = false;
+        for e in entries {
+            let e = e?;
+            let name = e.file_name();
+            if !synced.contains(&name) {
+                match std::fs::File::open(e.path()) {
+                    Ok(f) => f.sync_all()?,
+                    // sled may remove a blob it no longer needs at any time.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err),
+                }
+                any_new = true;
+            }
+            present.insert(name);
+        }
+        if any_new {
+            fsync_dir(&self.blobs_dir)?;
+        }
+        *synced = present;
+        Ok(())
     }
 
     fn tree(&self, t: Tree) -> &sled::Tree {
@@ -165,12 +219,25 @@ impl KvBackend for SledBackend {
 
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
+        let io = |what: &Path, e: std::io::Error| Error::Io {
+            path: what.display().to_string(),
+            source: e,
+        };
+        self.data_file
+            .sync_data()
+            .map_err(|e| io(Path::new("db"), e))?;
+        self.sync_new_blobs().map_err(|e| io(&self.blobs_dir, e))?;
         Ok(())
     }
 
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// fsyncs a directory, making the creation, removal and renaming of its entries durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Collects every pair of `tree` whose key starts with `prefix`.

@@ -45,7 +45,7 @@ pub struct StoreArgs {
     #[arg(long, default_value_t = 1000)]
     pub election_timeout: u64,
     /// Number of committed transactions to trigger a snapshot to disk.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// Entries kept behind a snapshot for slow followers.
     #[arg(long, default_value_t = 5_000)]

@@ -36,7 +36,8 @@ pub async fn serve(node: Arc<StoreNode>, listener: tokio::net::TcpListener) {
     let stop_node = node.clone();
     // tonic's own limit sits above etcd's, so an oversized request gets etcd's error text.
     let max = node.config.max_request_bytes * 2 + 64 * 1024;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Nagle off on accepted sockets: `Server::tcp_nodelay` only covers sockets tonic binds.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let r = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -305,7 +305,8 @@ impl Mvcc {
         Ok(state.into_values().collect())
     }
 
-    /// Events with revision in `[from, to]`, in order, for a watcher catching up. Fails
+    /// Events with revision in `[from, to]`, in order, for a watcher catching up: at least
+    /// `limit` of them when there are, and never part of a revision. Fails
     /// with [`Error::Compacted`] if `from` is below the history window.
     pub fn history(&self, from: i64, to: i64, limit: usize) -> Result<Vec<Event>> {
         let _g = self.read_guard();
@@ -327,12 +328,14 @@ impl Mvcc {
             false,
             &mut |_, v| match Event::decode(v) {
                 Ok(ev) => {
-                    out.push(ev);
-                    if out.len() >= limit {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
+                    // Stop only between revisions: a revision's events go out together.
+                    if out.len() >= limit
+                        && out.last().map(event_revision) != Some(event_revision(&ev))
+                    {
+                        return ControlFlow::Break(());
                     }
+                    out.push(ev);
+                    ControlFlow::Continue(())
                 }
                 Err(e) => {
                     err = Some(Error::corrupt("history event", e));
@@ -957,4 +960,306 @@ impl Mvcc {
 
 fn resp_rev(resp: &RangeResponse, fallback: i64) -> i64 {
     resp.header.as_ref().map_or(fallback, |h| h.revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SledBackend;
+    use crate::pb::etcdserverpb::{
+        compare::CompareResult, compare::CompareTarget, compare::TargetUnion,
+    };
+
+    fn store() -> (tempfile::TempDir, Mvcc) {
+        let dir = tempfile::tempdir().unwrap();
+        let b: Arc<dyn KvBackend> = Arc::new(SledBackend::open(dir.path()).unwrap());
+        (dir, Mvcc::open(b).unwrap())
+    }
+
+    fn put(m: &Mvcc, k: &str, v: &str) -> i64 {
+        let mut c = m.begin();
+        c.put(&PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let r = c.revision();
+        c.commit().unwrap();
+        r
+    }
+
+    fn get(m: &Mvcc, k: &str, rev: i64) -> Result<Option<KeyValue>> {
+        let r = m.range(&RangeRequest {
+            key: k.into(),
+            revision: rev,
+            ..Default::default()
+        })?;
+        Ok(r.kvs.into_iter().next())
+    }
+
+    fn put_op(k: &str, v: &str, lease: i64) -> RequestOp {
+        RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: k.into(),
+                value: v.into(),
+                lease,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn revisions_versions_and_past_reads_follow_etcd() {
+        let (_d, m) = store();
+        assert_eq!(m.current_revision(), 1, "etcd starts at revision 1");
+        assert_eq!(put(&m, "a", "1"), 2);
+        assert_eq!(put(&m, "a", "2"), 3);
+        assert_eq!(put(&m, "b", "x"), 4);
+        let a = get(&m, "a", 0).unwrap().unwrap();
+        assert_eq!(
+            (
+                a.create_revision,
+                a.mod_revision,
+                a.version,
+                a.value.as_slice()
+            ),
+            (2, 3, 2, b"2".as_slice())
+        );
+        let mut c = m.begin();
+        let d = c
+            .delete_range(&DeleteRangeRequest {
+                key: "a".into(),
+                prev_kv: true,
+                ..Default::default()
+            })
+            .unwrap();
+        c.commit().unwrap();
+        assert_eq!(
+            (d.deleted, d.prev_kvs[0].value.as_slice()),
+            (1, b"2".as_slice())
+        );
+        assert_eq!(m.current_revision(), 5);
+        assert!(get(&m, "a", 0).unwrap().is_none());
+        // Reads at past revisions undo later events.
+        assert_eq!(get(&m, "a", 2).unwrap().unwrap().value, b"1");
+        assert_eq!(get(&m, "a", 4).unwrap().unwrap().value, b"2");
+        assert!(get(&m, "b", 3).unwrap().is_none(), "b did not exist at 3");
+        let all = m
+            .range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision: 3,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(all.kvs.len(), 1);
+        assert_eq!(all.header.unwrap().revision, 3);
+        assert!(matches!(
+            get(&m, "a", 9),
+            Err(Error::FutureRevision {
+                requested: 9,
+                current: 5
+            })
+        ));
+        // A delete of nothing does not move the revision.
+        let mut c = m.begin();
+        assert_eq!(
+            c.delete_range(&DeleteRangeRequest {
+                key: "zz".into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .deleted,
+            0
+        );
+        c.commit().unwrap();
+        assert_eq!(m.current_revision(), 5);
+    }
+
+    #[test]
+    fn compaction_drops_history_below_it_and_reports_compacted() {
+        let (_d, m) = store();
+        for i in 0..5 {
+            put(&m, "k", &i.to_string());
+        }
+        let mut c = m.begin();
+        c.compact(4).unwrap();
+        c.commit().unwrap();
+        assert_eq!(m.compact_revision(), 4);
+        assert!(matches!(
+            get(&m, "k", 3),
+            Err(Error::Compacted {
+                requested: 3,
+                compacted: 4
+            })
+        ));
+        assert_eq!(get(&m, "k", 4).unwrap().unwrap().value, b"2");
+        assert!(matches!(m.history(2, 6, 100), Err(Error::Compacted { .. })));
+        let h = m.history(4, 6, 100).unwrap();
+        assert_eq!(h.iter().map(event_revision).collect::<Vec<_>>(), [4, 5, 6]);
+        let mut c = m.begin();
+        assert!(matches!(c.compact(3), Err(AppliedError::Compacted { .. })));
+        assert!(matches!(
+            c.compact(99),
+            Err(AppliedError::FutureRevision { .. })
+        ));
+    }
+
+    #[test]
+    fn txn_compares_choose_a_branch_and_a_failing_op_leaves_nothing() {
+        let (_d, m) = store();
+        put(&m, "a", "1");
+        let cmp = |v: &str| Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: "a".into(),
+            target_union: Some(TargetUnion::Value(v.into())),
+            ..Default::default()
+        };
+        let mut c = m.begin();
+        let r = c
+            .txn(&TxnRequest {
+                compare: vec![cmp("1")],
+                success: vec![put_op("b", "yes", 0)],
+                failure: vec![put_op("b", "no", 0)],
+            })
+            .unwrap();
+        assert!(r.succeeded);
+        let r = c
+            .txn(&TxnRequest {
+                compare: vec![cmp("9")],
+                success: vec![put_op("c", "yes", 0)],
+                failure: vec![put_op("c", "no", 0)],
+            })
+            .unwrap();
+        assert!(!r.succeeded);
+        c.commit().unwrap();
+        assert_eq!(get(&m, "b", 0).unwrap().unwrap().value, b"yes");
+        assert_eq!(get(&m, "c", 0).unwrap().unwrap().value, b"no");
+        let rev = m.current_revision();
+        // The second op names a lease that does not exist: the whole txn fails.
+        let mut c = m.begin();
+        let e = c.txn(&TxnRequest {
+            compare: vec![],
+            success: vec![put_op("d", "1", 0), put_op("e", "1", 77)],
+            failure: vec![],
+        });
+        assert_eq!(e.unwrap_err(), AppliedError::LeaseNotFound(77));
+        c.commit().unwrap();
+        assert!(get(&m, "d", 0).unwrap().is_none(), "no partial txn");
+        assert_eq!(m.current_revision(), rev);
+        // A missing key compares as zero on versions and fails value compares.
+        let mut c = m.begin();
+        let missing = Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Version as i32,
+            key: "nope".into(),
+            target_union: Some(TargetUnion::Version(0)),
+            ..Default::default()
+        };
+        assert!(
+            c.txn(&TxnRequest {
+                compare: vec![missing],
+                ..Default::default()
+            })
+            .unwrap()
+            .succeeded
+        );
+    }
+
+    #[test]
+    fn lease_revoke_deletes_its_keys_at_one_revision_and_history_keeps_it_whole() {
+        let (_d, m) = store();
+        let mut c = m.begin();
+        let id = c.lease_grant(0, 10).unwrap();
+        c.txn(&TxnRequest {
+            success: vec![
+                put_op("l1", "a", id),
+                put_op("l2", "b", id),
+                put_op("free", "c", 0),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        c.commit().unwrap();
+        let (ttl, keys) = m.lease(id).unwrap().unwrap();
+        assert_eq!((ttl, keys.len()), (10, 2));
+        let before = m.current_revision();
+        let mut c = m.begin();
+        c.lease_revoke(id).unwrap();
+        c.commit().unwrap();
+        assert_eq!(m.current_revision(), before + 1);
+        assert!(get(&m, "l1", 0).unwrap().is_none() && get(&m, "l2", 0).unwrap().is_none());
+        assert!(get(&m, "free", 0).unwrap().is_some());
+        assert!(m.lease(id).unwrap().is_none());
+        // A limit of 1 still returns both events of the revoke's revision.
+        let h = m.history(before + 1, before + 1, 1).unwrap();
+        assert_eq!(h.len(), 2);
+        assert!(h
+            .iter()
+            .all(|e| e.r#type == EventType::Delete as i32 && e.prev_kv.is_some()));
+        let mut c = m.begin();
+        assert_eq!(
+            c.lease_revoke(id).unwrap_err(),
+            AppliedError::LeaseNotFound(id)
+        );
+    }
+
+    #[test]
+    fn range_limit_sort_and_count_match_etcd() {
+        let (_d, m) = store();
+        for k in ["p/c", "p/a", "p/b", "q"] {
+            put(&m, k, k);
+        }
+        let r = m
+            .range(&RangeRequest {
+                key: "p/".into(),
+                range_end: "p0".into(),
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            r.kvs.iter().map(|k| k.key.clone()).collect::<Vec<_>>(),
+            [b"p/a".to_vec(), b"p/b".to_vec()]
+        );
+        assert!(r.more);
+        assert_eq!(r.count, 3);
+        let r = m
+            .range(&RangeRequest {
+                key: "p/".into(),
+                range_end: "p0".into(),
+                sort_order: 2,
+                sort_target: 3,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.kvs[0].key, b"p/b", "descending by mod revision");
+        let r = m
+            .range(&RangeRequest {
+                key: "p/".into(),
+                range_end: "p0".into(),
+                count_only: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(r.kvs.is_empty() && r.count == 3);
+    }
+
+    #[test]
+    fn state_survives_reopening_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b: Arc<dyn KvBackend> = Arc::new(SledBackend::open(dir.path()).unwrap());
+            let m = Mvcc::open(b.clone()).unwrap();
+            put(&m, "a", "1");
+            put(&m, "a", "2");
+            b.flush().unwrap();
+        }
+        let b: Arc<dyn KvBackend> = Arc::new(SledBackend::open(dir.path()).unwrap());
+        let m = Mvcc::open(b).unwrap();
+        assert_eq!(m.current_revision(), 3);
+        assert_eq!(get(&m, "a", 2).unwrap().unwrap().value, b"1");
+    }
 }

@@ -72,7 +72,7 @@ impl NodeConfig {
             initial_cluster_token: "berth-cluster".into(),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
-            snapshot_count: 10_000,
+            snapshot_count: 100_000,
             snapshot_catchup_entries: 5_000,
             auto_compaction_retention: 10_000,
             max_request_bytes: 1536 * 1024,
@@ -322,7 +322,10 @@ impl StoreNode {
                 clients: peers.clone(),
             },
             LogStore::new(backend.clone()),
-            StateMachine::new(mvcc.clone()),
+            StateMachine::new(
+                mvcc.clone(),
+                crate::state_machine::SnapshotFile::new(cfg.data_dir.join("snap")),
+            ),
         )
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;

@@ -17,7 +17,8 @@ pub async fn serve(node: Arc<StoreNode>, listener: tokio::net::TcpListener) {
     let svc = RaftPeerServer::new(PeerService { node })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Nagle off on accepted sockets: `Server::tcp_nodelay` only covers sockets tonic binds.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     if let Err(e) = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(svc)

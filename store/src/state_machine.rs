@@ -3,7 +3,8 @@
 //!
 //! A snapshot is the whole state-machine tree (keys, the history window, leases, members
 //! and meta), so a member that catches up by snapshot can serve watches from the same
-//! window as the others. Snapshots are kept in the engine, so they survive restarts.
+//! window as the others. The current snapshot lives in a file of its own
+//! ([`SnapshotFile`]), not in the engine: one sequential write, fsynced, checksummed.
 
 use std::io::Cursor;
 use std::ops::{Bound, ControlFlow};
@@ -25,8 +26,6 @@ use crate::types::{
     TypeConfig,
 };
 
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
-
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     StorageError::from_io_error(
         ErrorSubject::StateMachine,
@@ -47,15 +46,74 @@ struct SnapshotBody {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The current snapshot on disk: `<dir>/current.snap`, a postcard [`StoredSnapshot`]
+/// followed by its FNV-1a 64 checksum. Written aside, fsynced, renamed into place.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    dir: std::path::PathBuf,
+}
+
+impl SnapshotFile {
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.join("current.snap")
+    }
+
+    fn save(&self, snap: &StoredSnapshot) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir)?;
+        let mut body = postcard::to_allocvec(snap).map_err(std::io::Error::other)?;
+        let sum = crate::types::fnv1a(&[&body]);
+        body.extend_from_slice(&sum.to_be_bytes());
+        let tmp = self.dir.join("current.snap.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.path())?;
+        crate::backend::fsync_dir(&self.dir)
+    }
+
+    fn load(&self) -> std::io::Result<Option<StoredSnapshot>> {
+        let path = self.path();
+        let mut body = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let corrupt = |why: &str| {
+            std::io::Error::other(format!("snapshot {} is corrupt: {why}", path.display()))
+        };
+        let Some(split) = body.len().checked_sub(8) else {
+            return Err(corrupt("too short"));
+        };
+        let sum = u64::from_be_bytes(
+            body[split..]
+                .try_into()
+                .map_err(|_| corrupt("no checksum"))?,
+        );
+        body.truncate(split);
+        if crate::types::fnv1a(&[&body]) != sum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        postcard::from_bytes(&body)
+            .map(Some)
+            .map_err(|e| corrupt(&e.to_string()))
+    }
+}
+
 /// The Raft state machine. Clones share the state.
 #[derive(Clone)]
 pub struct StateMachine {
     mvcc: Arc<Mvcc>,
+    snapshots: SnapshotFile,
 }
 
 impl StateMachine {
-    pub fn new(mvcc: Arc<Mvcc>) -> Self {
-        Self { mvcc }
+    pub fn new(mvcc: Arc<Mvcc>, snapshots: SnapshotFile) -> Self {
+        Self { mvcc, snapshots }
     }
 
     pub fn mvcc(&self) -> &Arc<Mvcc> {
@@ -171,16 +229,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: data.clone(),
         };
-        let mut b = Batch::default();
-        b.put(
-            KEY_SNAPSHOT,
-            postcard::to_allocvec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?,
-        );
-        self.backend()
-            .write(Tree::RaftMeta, b)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.backend()
-            .flush()
+        self.snapshots
+            .save(&stored)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
@@ -308,34 +358,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .install(ctx_batch)
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
+        // The installed state is made durable before the snapshot file claims it.
+        self.backend()
+            .flush()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
         };
-        let mut b = Batch::default();
-        b.put(
-            KEY_SNAPSHOT,
-            postcard::to_allocvec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?,
-        );
-        self.backend()
-            .write(Tree::RaftMeta, b)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.backend()
-            .flush()
+        self.snapshots
+            .save(&stored)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(b) = self
-            .backend()
-            .get(Tree::RaftMeta, KEY_SNAPSHOT)
+        let Some(s) = self
+            .snapshots
+            .load()
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
         else {
             return Ok(None);
         };
-        let s: StoredSnapshot = postcard::from_bytes(&b).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use berth_store::backend::{KvBackend, SledBackend};
 use berth_store::log_store::LogStore;
 use berth_store::mvcc::Mvcc;
-use berth_store::state_machine::StateMachine;
+use berth_store::state_machine::{SnapshotFile, StateMachine};
 use berth_store::types::{StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 
@@ -17,7 +17,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         let backend: Arc<dyn KvBackend> =
             Arc::new(SledBackend::open(dir.path()).expect("open sled"));
         let mvcc = Arc::new(Mvcc::open(backend.clone()).expect("open mvcc"));
-        Ok((dir, LogStore::new(backend), StateMachine::new(mvcc)))
+        let sm = StateMachine::new(mvcc, SnapshotFile::new(dir.path().join("snap")));
+        Ok((dir, LogStore::new(backend), sm))
     }
 }
 

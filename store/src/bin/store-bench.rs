@@ -26,6 +26,9 @@ struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
+    /// Phases to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', default_value = "put-c1,put-c64,read-c64")]
+    phases: Vec<String>,
     /// gRPC connections per endpoint at high concurrency.
     #[arg(long, default_value_t = 4)]
     conns_per_endpoint: usize,
