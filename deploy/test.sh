@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Berth's test command (the README's second command, and what .ci/run calls).
+# Installs what the tests need, checks formatting and lints, runs every test, and runs
+# the store benchmark briefly so it is known to work. Run as root on a Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing test dependencies (Debian packages)"
+need=()
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v etcd >/dev/null || need+=(etcd-server)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+etcdctl version | head -1
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+step "store-bench smoke run (debug build, 1 s per phase: proves it runs, not how fast)"
+store/bench/run.sh --debug --duration 1
