@@ -382,6 +382,7 @@ impl Mvcc {
         ApplyCtx {
             mvcc: self,
             overlay: BTreeMap::new(),
+            undo: None,
             rev: self.current_revision(),
             compact_rev: self.compact_revision(),
             events: Vec::new(),
@@ -507,6 +508,8 @@ impl TreeView<'_> {
 pub struct ApplyCtx<'a> {
     mvcc: &'a Mvcc,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// While a txn runs: what each overlay write replaced, to undo them if it fails.
+    undo: Option<Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>>,
     rev: i64,
     compact_rev: i64,
     events: Vec<Event>,
@@ -527,11 +530,23 @@ impl<'a> ApplyCtx<'a> {
     }
 
     pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key, Some(value));
+        self.write_raw(key, Some(value));
     }
 
     fn remove_raw(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key, None);
+        self.write_raw(key, None);
+    }
+
+    fn write_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match &mut self.undo {
+            Some(undo) => {
+                let before = self.overlay.insert(key.clone(), value);
+                undo.push((key, before));
+            }
+            None => {
+                self.overlay.insert(key, value);
+            }
+        }
     }
 
     pub fn revision(&self) -> i64 {
@@ -577,16 +592,24 @@ impl<'a> ApplyCtx<'a> {
 
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, AppliedError> {
         // A failing op must leave nothing behind: apply onto a copy of the overlay.
-        let saved = (self.overlay.clone(), self.events.len());
+        let events_before = self.events.len();
+        self.undo = Some(Vec::new());
         let mut w = self.start();
-        match self.txn_in(&mut w, req) {
+        let result = self.txn_in(&mut w, req);
+        let undo = self.undo.take().unwrap_or_default();
+        match result {
             Ok(r) => {
                 self.finish(w);
                 Ok(r)
             }
             Err(e) => {
-                self.overlay = saved.0;
-                self.events.truncate(saved.1);
+                for (key, before) in undo.into_iter().rev() {
+                    match before {
+                        Some(v) => self.overlay.insert(key, v),
+                        None => self.overlay.remove(&key),
+                    };
+                }
+                self.events.truncate(events_before);
                 Err(e)
             }
         }
@@ -865,6 +888,7 @@ impl<'a> ApplyCtx<'a> {
             rev,
             compact_rev,
             events,
+            undo: _,
         } = self;
         overlay.insert(M_REV.to_vec(), Some(i64_bytes(rev)));
         overlay.insert(M_COMPACT.to_vec(), Some(i64_bytes(compact_rev)));

@@ -208,6 +208,18 @@ pub enum MembershipOp {
 
 type ReadWaiter = oneshot::Sender<Result<u64, String>>;
 
+/// A write waiting for the proposer.
+struct Proposal {
+    req: Request,
+    tx: oneshot::Sender<Result<Response>>,
+}
+
+/// Most requests one batched entry carries, and most bytes.
+const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Batched entries in flight at once; writes arriving meanwhile form the next batch.
+const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+
 /// A running member.
 pub struct StoreNode {
     pub id: MemberId,
@@ -220,6 +232,7 @@ pub struct StoreNode {
     pub config: NodeConfig,
     marker: Mutex<Marker>,
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
+    proposals: mpsc::UnboundedSender<Proposal>,
     /// The leader's lease clock: when each lease expires unless kept alive.
     lease_deadlines: Mutex<HashMap<i64, Instant>>,
     /// Flips to true when the member stops; servers and streams end on it.
@@ -331,6 +344,7 @@ impl StoreNode {
         .map_err(|e| Error::Raft(e.to_string()))?;
 
         let (read_tx, read_rx) = mpsc::unbounded_channel();
+        let (proposals, proposals_rx) = mpsc::unbounded_channel();
         let node = Arc::new(StoreNode {
             id,
             name: cfg.name.clone(),
@@ -342,6 +356,7 @@ impl StoreNode {
             marker: Mutex::new(marker),
             config: cfg.clone(),
             read_tx,
+            proposals,
             lease_deadlines: Mutex::default(),
             stop: tokio::sync::watch::channel(false).0,
         });
@@ -407,6 +422,7 @@ impl StoreNode {
         }
 
         tasks.push(tokio::spawn(read_index_loop(node.clone(), read_rx)));
+        tasks.push(tokio::spawn(proposer_loop(node.clone(), proposals_rx)));
         tasks.push(tokio::spawn(leader_duties(node.clone())));
         tasks.push(tokio::spawn(publish_self(node.clone())));
         tracing::info!(member = %format_args!("{id:016x}"), name = %cfg.name, %peer_addr, ?client_addrs, "store member started");
@@ -548,8 +564,18 @@ impl StoreNode {
         }
     }
 
-    /// Proposes a write on this member, which must be the leader.
+    /// Proposes a write on this member, which must be the leader. Concurrent writes are
+    /// batched into one Raft entry by the proposer (see [`proposer_loop`]).
     pub async fn write_local(&self, req: Request) -> Result<Response> {
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send(Proposal { req, tx })
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Proposes one entry to Raft and waits until it is applied.
+    async fn propose(&self, req: Request) -> Result<Response> {
         match self.raft.client_write(req).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -717,6 +743,67 @@ impl StoreNode {
             }
         }
         Ok(())
+    }
+}
+
+/// Group proposal: while up to [`MAX_PROPOSALS_IN_FLIGHT`] entries are being replicated,
+/// new writes queue; the next entry carries all of them as one [`Request::Batch`]. Each
+/// request in a batch is still applied on its own, in order, with its own revision, so
+/// batching changes cost, not meaning. Under load this divides Raft's per-entry work
+/// (log append, replication, fsync, apply) among many writes.
+async fn proposer_loop(node: Arc<StoreNode>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.req.encoded_len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.req.encoded_len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if batch.len() == 1 {
+                let p = batch.pop().expect("one proposal");
+                let _ = p.tx.send(node.propose(p.req).await);
+                return;
+            }
+            let (reqs, txs): (Vec<Request>, Vec<_>) =
+                batch.into_iter().map(|p| (p.req, p.tx)).unzip();
+            let results: Vec<Result<Response>> = match node.propose(Request::Batch(reqs)).await {
+                Ok(resp) => match postcard::from_bytes::<Vec<Response>>(&resp.body) {
+                    Ok(subs) if subs.len() == txs.len() => subs.into_iter().map(Ok).collect(),
+                    Ok(subs) => {
+                        let e = Error::corrupt(
+                            "batch response",
+                            format!("{} responses for {} requests", subs.len(), txs.len()),
+                        );
+                        txs.iter()
+                            .map(|_| Err(WireError::from_error(&e).into_error()))
+                            .collect()
+                    }
+                    Err(e) => txs
+                        .iter()
+                        .map(|_| Err(Error::corrupt("batch response", &e)))
+                        .collect(),
+                },
+                Err(e) => {
+                    let w = WireError::from_error(&e);
+                    txs.iter().map(|_| Err(w.clone().into_error())).collect()
+                }
+            };
+            for (tx, r) in txs.into_iter().zip(results) {
+                let _ = tx.send(r);
+            }
+        });
     }
 }
 

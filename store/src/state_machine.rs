@@ -150,6 +150,39 @@ impl StateMachine {
     }
 }
 
+/// Applies one request, or each request of a batch in order, into a [`Response`].
+fn apply_one(ctx: &mut crate::mvcc::ApplyCtx<'_>, req: &Request) -> Response {
+    if let Request::Batch(reqs) = req {
+        let subs: Vec<Response> = reqs.iter().map(|r| apply_one(ctx, r)).collect();
+        return match postcard::to_allocvec(&subs) {
+            Ok(body) => Response {
+                revision: ctx.revision(),
+                body,
+                error: None,
+            },
+            Err(e) => Response {
+                revision: ctx.revision(),
+                body: Vec::new(),
+                error: Some(AppliedError::Invalid(format!(
+                    "encoding batch response: {e}"
+                ))),
+            },
+        };
+    }
+    match apply_request(ctx, req) {
+        Ok(body) => Response {
+            revision: ctx.revision(),
+            body,
+            error: None,
+        },
+        Err(e) => Response {
+            revision: ctx.revision(),
+            body: Vec::new(),
+            error: Some(e),
+        },
+    }
+}
+
 fn apply_request(
     ctx: &mut crate::mvcc::ApplyCtx<'_>,
     req: &Request,
@@ -183,6 +216,9 @@ fn apply_request(
             let r = dec::<LeaseRevokeRequest>(b)?;
             ctx.lease_revoke(r.id)?;
             LeaseRevokeResponse { header: None }.encode_to_vec()
+        }
+        Request::Batch(_) => {
+            return Err(AppliedError::Invalid("a batch inside a batch".into()));
         }
         Request::PublishMember(b) => {
             let m = dec::<Member>(b)?;
@@ -266,18 +302,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     revision: ctx.revision(),
                     ..Default::default()
                 },
-                EntryPayload::Normal(req) => match apply_request(&mut ctx, req) {
-                    Ok(body) => Response {
-                        revision: ctx.revision(),
-                        body,
-                        error: None,
-                    },
-                    Err(e) => Response {
-                        revision: ctx.revision(),
-                        body: Vec::new(),
-                        error: Some(e),
-                    },
-                },
+                EntryPayload::Normal(req) => apply_one(&mut ctx, req),
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     Response {
@@ -385,5 +410,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SledBackend;
+    use openraft::{CommittedLeaderId, LogId as RaftLogId};
+
+    fn put(key: &str, lease: i64) -> Request {
+        Request::Put(
+            PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                lease,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_each_request_with_its_own_revision_and_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn KvBackend> = Arc::new(SledBackend::open(dir.path()).unwrap());
+        let mut sm = StateMachine::new(
+            Arc::new(Mvcc::open(backend).unwrap()),
+            SnapshotFile::new(dir.path().join("snap")),
+        );
+        let entry = Entry {
+            log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Request::Batch(vec![
+                put("a", 0),
+                put("b", 42),
+                put("c", 0),
+            ])),
+        };
+        let out = sm.apply([entry]).await.unwrap();
+        assert_eq!(out.len(), 1);
+        let subs: Vec<Response> = postcard::from_bytes(&out[0].body).unwrap();
+        let revs: Vec<i64> = subs.iter().map(|r| r.revision).collect();
+        assert_eq!(revs, [2, 2, 3], "the failed put takes no revision");
+        assert_eq!(subs[1].error, Some(AppliedError::LeaseNotFound(42)));
+        assert!(subs[0].error.is_none() && subs[2].error.is_none());
+        assert_eq!(out[0].revision, 3);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(1));
     }
 }

@@ -53,6 +53,9 @@ pub enum Request {
     LeaseRevoke(Vec<u8>),
     /// A member publishes its name and client URLs (prost `Member`).
     PublishMember(Vec<u8>),
+    /// Concurrent requests proposed as one entry; applied one after another, each with
+    /// its own revision. The response body is the postcard `Vec<Response>`.
+    Batch(Vec<Request>),
 }
 
 impl Request {
@@ -65,6 +68,7 @@ impl Request {
             | Request::LeaseGrant(b)
             | Request::LeaseRevoke(b)
             | Request::PublishMember(b) => b.len(),
+            Request::Batch(rs) => rs.iter().map(Request::encoded_len).sum(),
         }
     }
 }

@@ -173,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
             ))
         })
         .collect::<anyhow::Result<_>>()?;
-    let phases = [
+    let all = [
         Phase {
             name: "put-c1",
             op: Op::Put,
@@ -190,6 +190,16 @@ async fn main() -> anyhow::Result<()> {
             concurrency: 64,
         },
     ];
+    for p in &args.phases {
+        anyhow::ensure!(
+            all.iter().any(|a| a.name == p),
+            "unknown phase {p:?}: expected put-c1, put-c64 or read-c64"
+        );
+    }
+    let phases: Vec<Phase> = all
+        .into_iter()
+        .filter(|p| args.phases.iter().any(|n| n == p.name))
+        .collect();
     println!(
         "store-bench: {}s per phase, {}-byte values, linearizable reads",
         args.duration, args.value_size
