@@ -361,9 +361,23 @@ async fn write_keys(url: String, from: usize, n: usize) -> usize {
 }
 
 #[test]
-fn member_killed_mid_write_rejoins_and_a_new_member_catches_up_by_snapshot() {
+fn member_killed_mid_write_rejoins_and_a_new_member_catches_up_by_snapshot_on_sled() {
+    killed_member_rejoins_and_new_member_catches_up("sled");
+}
+
+#[test]
+fn member_killed_mid_write_rejoins_and_a_new_member_catches_up_by_snapshot_on_fjall() {
+    killed_member_rejoins_and_new_member_catches_up("fjall");
+}
+
+fn killed_member_rejoins_and_new_member_catches_up(engine: &str) {
     let root = tempfile::tempdir().unwrap();
-    let extra = ["--snapshot-count=200", "--snapshot-catchup-entries=20"];
+    let backend = format!("--backend={engine}");
+    let extra = [
+        "--snapshot-count=200",
+        "--snapshot-catchup-entries=20",
+        backend.as_str(),
+    ];
     let mut ms = three(root.path(), &extra);
     let eps = endpoints(&ms.iter().collect::<Vec<_>>());
     wait_healthy(&eps);
@@ -583,6 +597,14 @@ fn bad_data_dirs_are_refused_and_left_untouched() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("belongs to member \"g\""),
+        "{err}"
+    );
+
+    // The same directory opened with the other storage engine.
+    let o = run_berth(&good.args(&ic, "new", &["--backend=fjall"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("start it with --backend sled"),
         "{err}"
     );
 

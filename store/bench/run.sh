@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# store-bench: a 3-member Berth store and a 3-member etcd 3.4 (Debian's etcd-server), both
-# on loopback on this machine, driven by the same client and workload in one run.
+# store-bench: 3-member Berth stores (on sled, the default engine, and on fjall) and a
+# 3-member etcd 3.4 (Debian's etcd-server), all on loopback on this machine, driven by the
+# same client and workload in one run; etcd is the anchor the ratios are against.
 #
 #   store/bench/run.sh [--duration SECONDS] [--debug]
 #
@@ -42,36 +43,42 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-base_berth=41000
-base_etcd=42000
-b_cluster=""; e_cluster=""; b_eps=""; e_eps=""
+# Three 3-member clusters: Berth on sled (the default engine), Berth on fjall, etcd.
+cluster_args() { # base-port prefix -> sets $cluster and $eps
+  cluster=""; eps=""
+  for i in 1 2 3; do
+    cluster+="$2$i=http://127.0.0.1:$(($1 + i*10 + 1)),"
+    eps+="http://127.0.0.1:$(($1 + i*10)),"
+  done
+  cluster=${cluster%,}; eps=${eps%,}
+}
+start_berth() { # base-port prefix engine
+  cluster_args "$1" "$2"
+  for i in 1 2 3; do
+    c=$(($1 + i*10)); p=$((c + 1))
+    RUST_LOG=warn "$bin/berth" store --name "$2$i" --data-dir "$work/$2$i" --backend "$3" \
+      --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+      --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+      --initial-cluster "$cluster" --initial-cluster-state new --auto-compaction-retention 0 \
+      >"$work/$2$i.log" 2>&1 &
+    pids+=($!)
+  done
+}
+start_berth 41000 s sled; sled_eps=$eps
+start_berth 43000 f fjall; fjall_eps=$eps
+cluster_args 42000 e; etcd_eps=$eps
 for i in 1 2 3; do
-  b_cluster+="b$i=http://127.0.0.1:$((base_berth + i*10 + 1)),"
-  e_cluster+="e$i=http://127.0.0.1:$((base_etcd + i*10 + 1)),"
-  b_eps+="http://127.0.0.1:$((base_berth + i*10)),"
-  e_eps+="http://127.0.0.1:$((base_etcd + i*10)),"
-done
-b_cluster=${b_cluster%,}; e_cluster=${e_cluster%,}; b_eps=${b_eps%,}; e_eps=${e_eps%,}
-
-for i in 1 2 3; do
-  c=$((base_berth + i*10)); p=$((c + 1))
-  RUST_LOG=warn "$bin/berth" store --name "b$i" --data-dir "$work/b$i" \
-    --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-    --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-    --initial-cluster "$b_cluster" --initial-cluster-state new --auto-compaction-retention 0 \
-    >"$work/b$i.log" 2>&1 &
-  pids+=($!)
-  c=$((base_etcd + i*10)); p=$((c + 1))
+  c=$((42000 + i*10)); p=$((c + 1))
   etcd --name "e$i" --data-dir "$work/e$i" \
     --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
     --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-    --initial-cluster "$e_cluster" --initial-cluster-state new --initial-cluster-token bench \
+    --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench \
     >"$work/e$i.log" 2>&1 &
   pids+=($!)
 done
 
 export ETCDCTL_API=3
-for eps in "$b_eps" "$e_eps"; do
+for eps in "$sled_eps" "$fjall_eps" "$etcd_eps"; do
   for _ in $(seq 1 100); do
     etcdctl --endpoints="$eps" put bench/ready 1 >/dev/null 2>&1 && break
     sleep 0.2
@@ -79,4 +86,5 @@ for eps in "$b_eps" "$e_eps"; do
   etcdctl --endpoints="$eps" put bench/ready 1 >/dev/null
 done
 echo "== etcd: $(etcd --version | head -1)" >&2
-"$bin/store-bench" --target "berth=$b_eps" --target "etcd=$e_eps" --duration "$duration"
+"$bin/store-bench" --target "berth-sled=$sled_eps" --target "berth-fjall=$fjall_eps" \
+  --target "etcd=$etcd_eps" --duration "$duration"

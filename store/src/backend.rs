@@ -1,8 +1,11 @@
 //! The storage engine seam: an ordered key-value engine with a few named trees.
 //!
 //! The Raft log, the vote and the state machine are all written through [`KvBackend`], so
-//! the engine can be replaced without touching Raft or MVCC code. [`SledBackend`] is the
-//! production implementation. A [`Batch`] is applied atomically within one tree, and
+//! the engine can be replaced without touching Raft or MVCC code. [`SledBackend`] (sled
+//! 0.34) is the default; [`FjallBackend`] (fjall, an LSM tree) is the alternative, chosen
+//! per data directory with `berth store --backend`. Each write costs sled 0.34 several
+//! times the CPU it costs fjall (see `store/bench`), which bounds write throughput on small
+//! machines. A [`Batch`] is applied atomically within one tree, and
 //! [`KvBackend::flush`] makes every write made before it durable.
 
 use std::ops::{Bound, ControlFlow};
@@ -235,6 +238,141 @@ impl KvBackend for SledBackend {
     }
 }
 
+/// Which engine a data directory uses.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Sled,
+    Fjall,
+}
+
+impl Engine {
+    /// Opens the engine's files in `dir`.
+    pub fn open(self, dir: &Path) -> Result<std::sync::Arc<dyn KvBackend>> {
+        Ok(match self {
+            Engine::Sled => std::sync::Arc::new(SledBackend::open(dir)?),
+            Engine::Fjall => std::sync::Arc::new(FjallBackend::open(dir)?),
+        })
+    }
+}
+
+/// [`KvBackend`] on fjall 2: one partition per [`Tree`] in one keyspace. A batch is one
+/// fjall batch (atomic); [`KvBackend::flush`] persists the journal with `fsync`.
+pub struct FjallBackend {
+    keyspace: fjall::Keyspace,
+    log: fjall::PartitionHandle,
+    raft_meta: fjall::PartitionHandle,
+    sm: fjall::PartitionHandle,
+}
+
+impl FjallBackend {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let keyspace = fjall::Config::new(dir)
+            .cache_size(256 * 1024 * 1024)
+            .open()
+            .map_err(|e| Error::DataDir {
+                path: dir.display().to_string(),
+                reason: format!("cannot open the fjall keyspace: {e}"),
+            })?;
+        let part = |t: Tree| {
+            keyspace
+                .open_partition(t.name(), fjall::PartitionCreateOptions::default())
+                .map_err(|e| Error::DataDir {
+                    path: dir.display().to_string(),
+                    reason: format!("cannot open partition {}: {e}", t.name()),
+                })
+        };
+        let b = Self {
+            log: part(Tree::Log)?,
+            raft_meta: part(Tree::RaftMeta)?,
+            sm: part(Tree::StateMachine)?,
+            keyspace,
+        };
+        b.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        fsync_dir(dir).map_err(|e| Error::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        Ok(b)
+    }
+
+    fn part(&self, t: Tree) -> &fjall::PartitionHandle {
+        match t {
+            Tree::Log => &self.log,
+            Tree::RaftMeta => &self.raft_meta,
+            Tree::StateMachine => &self.sm,
+        }
+    }
+}
+
+impl KvBackend for FjallBackend {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.part(tree).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
+        let iter = self.part(tree).range::<&[u8], _>((start, end));
+        let mut step = |item: fjall::Result<(fjall::Slice, fjall::Slice)>| -> Result<bool> {
+            let (k, v) = item?;
+            Ok(visit(&k, &v).is_continue())
+        };
+        if reverse {
+            for item in iter.rev() {
+                if !step(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in iter {
+                if !step(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, tree: Tree, batch: Batch) -> Result<()> {
+        let part = self.part(tree);
+        let mut b = self.keyspace.batch();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(part, k, v),
+                None => b.remove(part, k),
+            }
+        }
+        b.commit()?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.keyspace.disk_space()
+    }
+}
+
 /// fsyncs a directory, making the creation, removal and renaming of its entries durable.
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -291,16 +429,24 @@ mod tests {
     }
 
     #[test]
-    fn sled_batch_is_applied_and_scanned_in_order_both_ways() {
+    fn batches_are_applied_and_scanned_in_order_both_ways_on_every_engine() {
+        for engine in [Engine::Sled, Engine::Fjall] {
+            batch_and_scan(engine);
+        }
+    }
+
+    fn batch_and_scan(engine: Engine) {
         let dir = tempfile::tempdir().unwrap();
-        let b = SledBackend::open(dir.path()).unwrap();
+        let b = engine.open(dir.path()).unwrap();
+        let b = b.as_ref();
         let mut batch = Batch::default();
         for k in ["a1", "a2", "b1", "a3"] {
             batch.put(k.as_bytes(), k.as_bytes());
         }
         batch.remove(b"a2".to_vec());
         b.write(Tree::StateMachine, batch).unwrap();
-        let keys: Vec<_> = scan_prefix(&b, Tree::StateMachine, b"a")
+        b.flush().unwrap();
+        let keys: Vec<_> = scan_prefix(b, Tree::StateMachine, b"a")
             .unwrap()
             .into_iter()
             .map(|(k, _)| String::from_utf8(k).unwrap())

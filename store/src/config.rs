@@ -56,6 +56,10 @@ pub struct StoreArgs {
     /// Revisions of history to keep (0 disables auto compaction).
     #[arg(long, default_value_t = 10_000)]
     pub auto_compaction_retention: i64,
+    /// Storage engine for a new data directory: sled (default) or fjall. An existing
+    /// directory must be started with the engine it was made with.
+    #[arg(long, value_enum, default_value_t = crate::backend::Engine::Sled)]
+    pub backend: crate::backend::Engine,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
@@ -151,6 +155,7 @@ impl StoreArgs {
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             auto_compaction_retention: self.auto_compaction_retention,
             max_request_bytes: self.max_request_bytes,
+            engine: self.backend,
         })
     }
 }

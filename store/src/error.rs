@@ -9,6 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("storage engine: {0}")]
     Engine(#[from] sled::Error),
+    #[error("storage engine: {0}")]
+    Fjall(#[from] fjall::Error),
     #[error("io error at {path}: {source}")]
     Io {
         path: String,
@@ -87,9 +89,11 @@ impl Error {
             Error::Remote { code, .. } => Code::from_i32(*code),
             Error::Timeout => Code::DeadlineExceeded,
             Error::ClusterMismatch { .. } => Code::PermissionDenied,
-            Error::Engine(_) | Error::Io { .. } | Error::Corrupt { .. } | Error::DataDir { .. } => {
-                Code::Internal
-            }
+            Error::Engine(_)
+            | Error::Fjall(_)
+            | Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::DataDir { .. } => Code::Internal,
         }
     }
 }

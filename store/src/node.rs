@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::backend::{KvBackend, SledBackend};
+use crate::backend::{Engine, KvBackend};
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::mvcc::Mvcc;
@@ -54,6 +54,8 @@ pub struct NodeConfig {
     /// Revisions of history kept by automatic compaction; 0 turns it off.
     pub auto_compaction_retention: i64,
     pub max_request_bytes: usize,
+    /// The storage engine for a new data directory (an existing one keeps its own).
+    pub engine: Engine,
 }
 
 impl NodeConfig {
@@ -76,6 +78,7 @@ impl NodeConfig {
             snapshot_catchup_entries: 5_000,
             auto_compaction_retention: 10_000,
             max_request_bytes: 1536 * 1024,
+            engine: Engine::default(),
         }
     }
 
@@ -93,6 +96,9 @@ pub struct Marker {
     pub cluster_token: String,
     /// 0 until a member that joined an existing cluster hears from it.
     pub cluster_id: u64,
+    /// The storage engine the directory's database was made with.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 fn dir_err(path: &Path, reason: impl Into<String>) -> Error {
@@ -120,6 +126,7 @@ pub fn prepare_data_dir(cfg: &NodeConfig, initial_cluster_id: u64) -> Result<(Ma
             member_id: cfg.member_id(),
             cluster_token: cfg.initial_cluster_token.clone(),
             cluster_id: initial_cluster_id,
+            engine: cfg.engine,
         };
         write_marker(dir, &marker)?;
         return Ok((marker, true));
@@ -157,6 +164,17 @@ pub fn prepare_data_dir(cfg: &NodeConfig, initial_cluster_id: u64) -> Result<(Ma
         return Err(dir_err(
             dir,
             format!("it belongs to member {:?}, not {:?}", marker.name, cfg.name),
+        ));
+    }
+    if marker.engine != cfg.engine {
+        return Err(dir_err(
+            dir,
+            format!(
+                "its database uses the {:?} engine, not {:?}; start it with --backend {}",
+                marker.engine,
+                cfg.engine,
+                format!("{:?}", marker.engine).to_lowercase()
+            ),
         ));
     }
     if !dir.join("db").exists() {
@@ -233,6 +251,7 @@ pub struct StoreNode {
     marker: Mutex<Marker>,
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
     proposals: mpsc::UnboundedSender<Proposal>,
+    forwards: mpsc::UnboundedSender<Proposal>,
     /// The leader's lease clock: when each lease expires unless kept alive.
     lease_deadlines: Mutex<HashMap<i64, Instant>>,
     /// Flips to true when the member stops; servers and streams end on it.
@@ -309,7 +328,7 @@ impl StoreNode {
         };
         let (marker, fresh) = prepare_data_dir(&cfg, cluster_id0)?;
         let id = marker.member_id;
-        let backend: Arc<dyn KvBackend> = Arc::new(SledBackend::open(&cfg.data_dir.join("db"))?);
+        let backend: Arc<dyn KvBackend> = marker.engine.open(&cfg.data_dir.join("db"))?;
         let mvcc = Arc::new(Mvcc::open(backend.clone())?);
         let cluster_id = Arc::new(AtomicU64::new(marker.cluster_id));
         let peers = PeerClients::new(id, cluster_id.clone());
@@ -345,6 +364,7 @@ impl StoreNode {
 
         let (read_tx, read_rx) = mpsc::unbounded_channel();
         let (proposals, proposals_rx) = mpsc::unbounded_channel();
+        let (forwards, forwards_rx) = mpsc::unbounded_channel();
         let node = Arc::new(StoreNode {
             id,
             name: cfg.name.clone(),
@@ -357,6 +377,7 @@ impl StoreNode {
             config: cfg.clone(),
             read_tx,
             proposals,
+            forwards,
             lease_deadlines: Mutex::default(),
             stop: tokio::sync::watch::channel(false).0,
         });
@@ -423,6 +444,7 @@ impl StoreNode {
 
         tasks.push(tokio::spawn(read_index_loop(node.clone(), read_rx)));
         tasks.push(tokio::spawn(proposer_loop(node.clone(), proposals_rx)));
+        tasks.push(tokio::spawn(forwarder_loop(node.clone(), forwards_rx)));
         tasks.push(tokio::spawn(leader_duties(node.clone())));
         tasks.push(tokio::spawn(publish_self(node.clone())));
         tracing::info!(member = %format_args!("{id:016x}"), name = %cfg.name, %peer_addr, ?client_addrs, "store member started");
@@ -553,15 +575,27 @@ impl StoreNode {
 
     /// Replicates a write and returns what applying it produced.
     pub async fn write(&self, req: Request) -> Result<Response> {
-        let resp: Response = self
-            .on_leader(PeerMethod::ClientWrite, &req, || {
-                self.write_local(req.clone())
-            })
-            .await?;
+        let resp = if self.is_leader() {
+            match self.write_local(req.clone()).await {
+                Err(Error::NotLeader { .. }) => self.forward(req).await?,
+                other => other?,
+            }
+        } else {
+            self.forward(req).await?
+        };
         match resp.error {
             Some(e) => Err(e.into()),
             None => Ok(resp),
         }
+    }
+
+    /// Sends a write to the leader through the forwarder, which batches concurrent ones.
+    async fn forward(&self, req: Request) -> Result<Response> {
+        let (tx, rx) = oneshot::channel();
+        self.forwards
+            .send(Proposal { req, tx })
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
     }
 
     /// Proposes a write on this member, which must be the leader. Concurrent writes are
@@ -751,7 +785,37 @@ impl StoreNode {
 /// request in a batch is still applied on its own, in order, with its own revision, so
 /// batching changes cost, not meaning. Under load this divides Raft's per-entry work
 /// (log append, replication, fsync, apply) among many writes.
-async fn proposer_loop(node: Arc<StoreNode>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+async fn proposer_loop(node: Arc<StoreNode>, rx: mpsc::UnboundedReceiver<Proposal>) {
+    batch_loop(rx, move |req| {
+        let node = node.clone();
+        async move { node.propose(req).await }
+    })
+    .await
+}
+
+/// On a follower: writes forwarded to the leader travel as batches too, one peer call
+/// for all the writes that queued while the previous call was in flight.
+async fn forwarder_loop(node: Arc<StoreNode>, rx: mpsc::UnboundedReceiver<Proposal>) {
+    batch_loop(rx, move |req| {
+        let node = node.clone();
+        async move {
+            node.on_leader(PeerMethod::ClientWrite, &req, || {
+                node.write_local(req.clone())
+            })
+            .await
+        }
+    })
+    .await
+}
+
+/// Takes proposals off `rx` in batches (whatever queued while up to
+/// [`MAX_PROPOSALS_IN_FLIGHT`] earlier batches were in flight) and sends each batch with
+/// `send`.
+async fn batch_loop<F, Fut>(mut rx: mpsc::UnboundedReceiver<Proposal>, send: F)
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response>> + Send + 'static,
+{
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -768,42 +832,101 @@ async fn proposer_loop(node: Arc<StoreNode>, mut rx: mpsc::UnboundedReceiver<Pro
                 Err(_) => break,
             }
         }
-        let node = node.clone();
+        let fut = run_batch(batch, &send);
         tokio::spawn(async move {
             let _permit = permit;
-            if batch.len() == 1 {
-                let p = batch.pop().expect("one proposal");
-                let _ = p.tx.send(node.propose(p.req).await);
-                return;
-            }
-            let (reqs, txs): (Vec<Request>, Vec<_>) =
-                batch.into_iter().map(|p| (p.req, p.tx)).unzip();
-            let results: Vec<Result<Response>> = match node.propose(Request::Batch(reqs)).await {
-                Ok(resp) => match postcard::from_bytes::<Vec<Response>>(&resp.body) {
-                    Ok(subs) if subs.len() == txs.len() => subs.into_iter().map(Ok).collect(),
-                    Ok(subs) => {
-                        let e = Error::corrupt(
-                            "batch response",
-                            format!("{} responses for {} requests", subs.len(), txs.len()),
-                        );
-                        txs.iter()
-                            .map(|_| Err(WireError::from_error(&e).into_error()))
-                            .collect()
-                    }
-                    Err(e) => txs
-                        .iter()
-                        .map(|_| Err(Error::corrupt("batch response", &e)))
-                        .collect(),
-                },
-                Err(e) => {
-                    let w = WireError::from_error(&e);
-                    txs.iter().map(|_| Err(w.clone().into_error())).collect()
-                }
-            };
-            for (tx, r) in txs.into_iter().zip(results) {
-                let _ = tx.send(r);
-            }
+            fut.await;
         });
+    }
+}
+
+/// Sends one batch of proposals as a single request and answers each proposal from its
+/// part of the response. Proposals that are batches themselves (forwarded by a follower)
+/// are flattened into this one, and answered with their slice.
+fn run_batch<F, Fut>(
+    mut batch: Vec<Proposal>,
+    send: &F,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response>> + Send + 'static,
+{
+    enum Plan {
+        One(Proposal, Fut2),
+        Many(
+            Vec<(oneshot::Sender<Result<Response>>, usize, usize, bool)>,
+            usize,
+            Fut2,
+        ),
+    }
+    type Fut2 = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response>> + Send>>;
+    let plan = if batch.len() == 1 && !matches!(batch[0].req, Request::Batch(_)) {
+        let p = batch.pop().expect("one proposal");
+        let fut: Fut2 = Box::pin(send(p.req.clone()));
+        Plan::One(p, fut)
+    } else {
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut flat = Vec::with_capacity(batch.len());
+        for p in batch {
+            match p.req {
+                Request::Batch(rs) => {
+                    spans.push((p.tx, flat.len(), rs.len(), true));
+                    flat.extend(rs);
+                }
+                r => {
+                    spans.push((p.tx, flat.len(), 1, false));
+                    flat.push(r);
+                }
+            }
+        }
+        let n = flat.len();
+        let fut: Fut2 = Box::pin(send(Request::Batch(flat)));
+        Plan::Many(spans, n, fut)
+    };
+    async move {
+        match plan {
+            Plan::One(p, fut) => {
+                let _ = p.tx.send(fut.await);
+            }
+            Plan::Many(spans, n, fut) => {
+                let subs = fut.await.and_then(|resp| {
+                    let subs: Vec<Response> = postcard::from_bytes(&resp.body)
+                        .map_err(|e| Error::corrupt("batch response", e))?;
+                    if subs.len() != n {
+                        return Err(Error::corrupt(
+                            "batch response",
+                            format!("{} responses for {n} requests", subs.len()),
+                        ));
+                    }
+                    Ok(subs)
+                });
+                match subs {
+                    Ok(subs) => {
+                        for (tx, start, len, is_batch) in spans {
+                            let part = &subs[start..start + len];
+                            let r = if is_batch {
+                                postcard::to_allocvec(part)
+                                    .map(|body| Response {
+                                        revision: part.last().map_or(0, |r| r.revision),
+                                        body,
+                                        error: None,
+                                    })
+                                    .map_err(|e| Error::corrupt("batch response", e))
+                            } else {
+                                Ok(part[0].clone())
+                            };
+                            let _ = tx.send(r);
+                        }
+                    }
+                    Err(e) => {
+                        let w = WireError::from_error(&e);
+                        for (tx, ..) in spans {
+                            let _ = tx.send(Err(w.clone().into_error()));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_store::backend::Engine;
 use berth_store::pb::etcdserverpb::{
     watch_request, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
 };
@@ -150,9 +151,18 @@ async fn watcher(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leader_killed_twenty_times_loses_nothing() {
+async fn leader_killed_twenty_times_loses_nothing_on_sled() {
+    leader_killed_twenty_times(Engine::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_twenty_times_loses_nothing_on_fjall() {
+    leader_killed_twenty_times(Engine::Fjall).await;
+}
+
+async fn leader_killed_twenty_times(engine: Engine) {
     common::init_tracing();
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = Cluster::start_on(3, engine).await;
     let urls: Vec<String> = (0..3).map(|i| cluster.client_url(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(Mutex::new(Vec::new()));
@@ -271,6 +281,6 @@ async fn leader_killed_twenty_times_loses_nothing() {
             "watched event {s:?} matches the store"
         );
     }
-    eprintln!("chaos: {KILLS} leader kills, {} writes acknowledged, {failed} failed, final revision {final_rev}", acks.len());
+    eprintln!("chaos ({engine:?}): {KILLS} leader kills, {} writes acknowledged, {failed} failed, final revision {final_rev}", acks.len());
     cluster.shutdown().await;
 }

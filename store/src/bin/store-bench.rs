@@ -1,6 +1,6 @@
 //! `store-bench`: an etcd v3 load generator. It runs the same workload with the same client
 //! against every target it is given (Berth and etcd, in one run), and prints ops/s and
-//! p50/p99 latency per phase, then the ratios of the first target to the second.
+//! p50/p99 latency per phase, then the ratios of each target to the last one (the anchor).
 //!
 //! Phases: puts of 256-byte values to distinct keys at concurrency 1 and 64, then
 //! linearizable single-key reads at concurrency 64.
@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Parser, Debug)]
 #[command(about = "etcd v3 load generator: the same workload against several stores")]
 struct Args {
-    /// A target as `name=url,url,...` (repeat; the first two are compared).
+    /// A target as `name=url,url,...` (repeat); every target is compared with the last.
     #[arg(long = "target", required = true)]
     targets: Vec<String>,
     /// Seconds per phase.
@@ -221,11 +221,12 @@ async fn main() -> anyhow::Result<()> {
         }
         results.push(row);
     }
-    if results.len() >= 2 {
+    let base = targets.len() - 1;
+    for t in 0..base {
         println!();
-        println!("ratios {} / {}:", targets[0].0, targets[1].0);
+        println!("ratios {} / {}:", targets[t].0, targets[base].0);
         for (i, p) in phases.iter().enumerate() {
-            let (a, b) = (&results[0][i], &results[1][i]);
+            let (a, b) = (&results[t][i], &results[base][i]);
             println!(
                 "  {:<10} throughput x{:.2}   p50 x{:.2}   p99 x{:.2}",
                 p.name,

@@ -64,8 +64,15 @@ impl Cluster {
     }
 
     pub async fn start(n: usize) -> Self {
+        Self::start_on(n, berth_store::backend::Engine::default()).await
+    }
+
+    pub async fn start_on(n: usize, engine: berth_store::backend::Engine) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let configs = Self::configs(n, dir.path());
+        let mut configs = Self::configs(n, dir.path());
+        for c in &mut configs {
+            c.engine = engine;
+        }
         Self::start_with(dir, configs).await
     }
 
