@@ -127,7 +127,7 @@ impl EtcdApi {
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        check_txn(&req, 0)?;
+        check_txn(&req)?;
         let (mut resp, rev): (TxnResponse, i64) =
             self.write(StoreRequest::Txn(req.encode_to_vec())).await?;
         fill_txn_headers(&mut resp, &self.header(rev));
@@ -172,7 +172,7 @@ impl EtcdApi {
 }
 
 /// etcd's checks on a txn: at most 128 ops a branch, and no key written twice in one.
-fn check_txn(req: &TxnRequest, depth: usize) -> Result<()> {
+fn check_txn(req: &TxnRequest) -> Result<()> {
     const MAX_OPS: usize = 128;
     if req.compare.len() > MAX_OPS || req.success.len() > MAX_OPS || req.failure.len() > MAX_OPS {
         return Err(Error::TooManyOps);
@@ -204,7 +204,7 @@ fn check_txn(req: &TxnRequest, depth: usize) -> Result<()> {
                 Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
                     return Err(Error::EmptyKey)
                 }
-                Some(request_op::Request::RequestTxn(t)) => check_txn(t, depth + 1)?,
+                Some(request_op::Request::RequestTxn(t)) => check_txn(t)?,
                 _ => {}
             }
         }
@@ -216,12 +216,12 @@ fn check_txn(req: &TxnRequest, depth: usize) -> Result<()> {
 }
 
 fn fill_txn_headers(resp: &mut TxnResponse, h: &ResponseHeader) {
-    resp.header = Some(h.clone());
+    resp.header = Some(*h);
     for r in &mut resp.responses {
         match &mut r.response {
-            Some(response_op::Response::ResponseRange(x)) => x.header = Some(h.clone()),
-            Some(response_op::Response::ResponsePut(x)) => x.header = Some(h.clone()),
-            Some(response_op::Response::ResponseDeleteRange(x)) => x.header = Some(h.clone()),
+            Some(response_op::Response::ResponseRange(x)) => x.header = Some(*h),
+            Some(response_op::Response::ResponsePut(x)) => x.header = Some(*h),
+            Some(response_op::Response::ResponseDeleteRange(x)) => x.header = Some(*h),
             Some(response_op::Response::ResponseTxn(x)) => fill_txn_headers(x, h),
             None => {}
         }

@@ -5,6 +5,9 @@
 //! the previous fsync ran, makes them durable with one `flush`, then reports each to Raft.
 //! Under load many appends share one fsync; acknowledgements never precede durability.
 
+// The error type is openraft's `StorageError`, which its storage traits require.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, ControlFlow, RangeBounds};
 use std::sync::{mpsc, Arc};

@@ -509,11 +509,14 @@ pub struct ApplyCtx<'a> {
     mvcc: &'a Mvcc,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// While a txn runs: what each overlay write replaced, to undo them if it fails.
-    undo: Option<Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>>,
+    undo: Option<Undo>,
     rev: i64,
     compact_rev: i64,
     events: Vec<Event>,
 }
+
+/// Overlay writes of a running txn: each key with what the overlay held before.
+type Undo = Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>;
 
 /// State of one request being applied: its main revision and next sub-revision.
 struct Writing {

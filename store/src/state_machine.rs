@@ -6,6 +6,9 @@
 //! window as the others. The current snapshot lives in a file of its own
 //! ([`SnapshotFile`]), not in the engine: one sequential write, fsynced, checksummed.
 
+// The error type is openraft's `StorageError`, which its storage traits require.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! goes backwards, and the watcher (resuming after each failure from the revision after
 //! the last one it saw) saw every event exactly once, in order.
 
+#![allow(clippy::print_stderr)] // the test reports what it exercised
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,8 @@
-//! openraft's storage conformance suite against Berth's log store and state machine on sled.
+//! openraft's storage conformance suite against Berth's log store and state machine, on
+//! both storage engines (sled and fjall).
+
+// openraft's suite returns its own (large) `StorageError`.
+#![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
 
