@@ -293,6 +293,91 @@ fn etcdctl_drives_a_three_member_store() {
         "all agree on one leader: {leaders:?}"
     );
 
+    // compaction: reads and watches below the compacted revision fail with etcd's error
+    let rev_now = {
+        let v: serde_json::Value = serde_json::from_str(&ok_stdout(etcdctl(
+            &eps,
+            &["get", "/k/b", "-w", "json"],
+            None,
+        )))
+        .unwrap();
+        v["header"]["revision"].as_i64().unwrap()
+    };
+    assert!(
+        ok_stdout(etcdctl(&eps, &["compaction", &rev_now.to_string()], None))
+            .contains("compacted revision")
+    );
+    let o = etcdctl(&one, &["get", "/k/a", &format!("--rev={rev_a}")], None);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("required revision has been compacted"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        ok_stdout(etcdctl(
+            &one,
+            &[
+                "get",
+                "/k/b",
+                "--print-value-only",
+                &format!("--rev={rev_now}")
+            ],
+            None
+        ))
+        .trim(),
+        "beta"
+    );
+
+    // leases: a key attached to a 2 s lease goes when the lease expires; keep-alive and
+    // time-to-live answer on any member; revoke deletes at once
+    let grant = ok_stdout(etcdctl(&eps, &["lease", "grant", "2"], None));
+    let lease = grant.split_whitespace().nth(1).unwrap().to_string();
+    ok_stdout(etcdctl(
+        &eps,
+        &["put", "/lease/short", "x", &format!("--lease={lease}")],
+        None,
+    ));
+    let ttl = ok_stdout(etcdctl(
+        &one,
+        &["lease", "timetolive", &lease, "--keys"],
+        None,
+    ));
+    assert!(
+        ttl.contains("granted with TTL(2s)") && ttl.contains("/lease/short"),
+        "{ttl}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok_stdout(etcdctl(&one, &["get", "/lease/short"], None)).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the leased key outlived its lease"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let grant = ok_stdout(etcdctl(&eps, &["lease", "grant", "60"], None));
+    let long = grant.split_whitespace().nth(1).unwrap().to_string();
+    ok_stdout(etcdctl(
+        &eps,
+        &["put", "/lease/long", "y", &format!("--lease={long}")],
+        None,
+    ));
+    assert!(ok_stdout(etcdctl(
+        &one,
+        &["lease", "keep-alive", "--once", &long],
+        None
+    ))
+    .contains("keepalived with TTL(60)"));
+    let leases = ok_stdout(etcdctl(&one, &["lease", "list"], None));
+    assert!(leases.contains(&long), "{leases}");
+    ok_stdout(etcdctl(&eps, &["lease", "revoke", &long], None));
+    assert!(ok_stdout(etcdctl(&one, &["get", "/lease/long"], None)).is_empty());
+    let o = etcdctl(&eps, &["put", "/lease/none", "z", "--lease=1234abcd"], None);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("requested lease not found")
+    );
+
     // an oversized value is refused with etcd's error, and nothing stored is damaged
     // Over the server's 1.5 MiB limit, under etcdctl's own 2 MiB send limit.
     let big = "x".repeat(1600 * 1024);
@@ -673,4 +758,84 @@ fn a_member_of_another_cluster_is_refused() {
     );
     let list = ok_stdout(etcdctl(&ep, &["member", "list"], None));
     assert_eq!(list.lines().count(), 1, "{list}");
+}
+
+#[test]
+fn learners_are_added_promoted_and_removed_with_etcdctl() {
+    let root = tempfile::tempdir().unwrap();
+    let mut ms = three(root.path(), &[]);
+    let eps = endpoints(&ms.iter().collect::<Vec<_>>());
+    wait_healthy(&eps);
+    ok_stdout(etcdctl(&eps, &["put", "/before", "learner"], None));
+    let mut d = Member::new("d", root.path());
+    let add = ok_stdout(etcdctl(
+        &eps,
+        &[
+            "member",
+            "add",
+            "d",
+            &format!("--peer-urls={}", d.peer_url()),
+            "--learner",
+        ],
+        None,
+    ));
+    let id = add.split_whitespace().nth(1).unwrap().to_string();
+    let all: Vec<&Member> = ms.iter().chain(std::iter::once(&d)).collect();
+    let ic = cluster_string(&all);
+    d.start(&ic, "existing", &[]);
+    let line = |list: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&id))
+            .map(str::to_string)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = ok_stdout(etcdctl(&eps, &["member", "list"], None));
+        if line(&list).is_some_and(|l| l.contains(", d, ") && l.ends_with(", true")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "learner d never started: {list}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A learner serves serializable reads of replicated data.
+    let d_ep = format!("127.0.0.1:{}", d.client);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ok_stdout(etcdctl(
+        &d_ep,
+        &["get", "/before", "--print-value-only", "--consistency=s"],
+        None,
+    ))
+    .trim()
+        != "learner"
+    {
+        assert!(Instant::now() < deadline, "learner never caught up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok_stdout(etcdctl(&eps, &["member", "promote", &id], None));
+    let list = ok_stdout(etcdctl(&eps, &["member", "list"], None));
+    assert!(
+        line(&list).is_some_and(|l| l.ends_with(", false")),
+        "promoted: {list}"
+    );
+    ok_stdout(etcdctl(&eps, &["member", "remove", &id], None));
+    let list = ok_stdout(etcdctl(&eps, &["member", "list"], None));
+    assert!(
+        line(&list).is_none() && list.lines().count() == 3,
+        "removed: {list}"
+    );
+    let o = etcdctl(&eps, &["member", "remove", &id], None);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("member not found"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The three remaining members still take writes.
+    d.kill9();
+    ms[0].kill9();
+    let eps2 = endpoints(&[&ms[1], &ms[2]]);
+    ok_stdout(etcdctl(&eps2, &["put", "/after", "removal"], None));
 }
