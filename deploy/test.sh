@@ -33,3 +33,6 @@ fi
 
 step "store-bench smoke run (debug build, 1 s per phase: proves it runs, not how fast)"
 store/bench/run.sh --debug --duration 1
+
+step "engine-bench smoke run (debug build, few writes: proves it runs, not how fast)"
+cargo run -q -p berth-store --bin engine-bench -- --writes 200 --flush-every 10
