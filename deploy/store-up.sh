@@ -20,7 +20,7 @@ data=.berth/store
 mkdir -p .berth
 client=http://127.0.0.1:2379
 step "starting a single-member store in $data (client URL $client)"
-target/release/berth store --name berth-0 --data-dir "$data" \
+"${CARGO_TARGET_DIR:-target}"/release/berth store --name berth-0 --data-dir "$data" \
   --listen-client-urls "$client" --advertise-client-urls "$client" \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster berth-0=http://127.0.0.1:2380 &

@@ -32,7 +32,7 @@ if [ "$profile" = release ]; then
 else
   cargo build -q -p berth -p berth-store --bins
 fi
-bin=target/$profile
+bin=${CARGO_TARGET_DIR:-target}/$profile
 
 work=$(mktemp -d /tmp/store-bench.XXXXXX)
 pids=()
