@@ -28,23 +28,26 @@ pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT INT TERM
 
 export ETCDCTL_API=3
+# etcdctl takes host:port: with an http:// prefix, etcdctl 3.4's `endpoint status` sends
+# an invalid HTTP/2 :authority, which Berth's HTTP/2 layer (h2) refuses.
+ep=127.0.0.1:2379
 for _ in $(seq 1 100); do
-  etcdctl --endpoints=$client endpoint health >/dev/null 2>&1 && break
+  etcdctl --endpoints=$ep endpoint health >/dev/null 2>&1 && break
   kill -0 $pid 2>/dev/null || { echo "berth store exited; see the log above" >&2; exit 1; }
   sleep 0.1
 done
 
 step "health"
-etcdctl --endpoints=$client endpoint health
-etcdctl --endpoints=$client endpoint status -w table
-etcdctl --endpoints=$client member list -w table
+etcdctl --endpoints=$ep endpoint health
+etcdctl --endpoints=$ep endpoint status -w table
+etcdctl --endpoints=$ep member list -w table
 
 step "example workload: a put, a txn, a read, a watch"
-etcdctl --endpoints=$client put /example/greeting "hello from berth"
-printf 'version("/example/greeting") > "0"\n\nput /example/seen yes\n\n\n' | etcdctl --endpoints=$client txn
-etcdctl --endpoints=$client get /example/ --prefix
-etcdctl --endpoints=$client watch /example/ --prefix --rev=1 & wpid=$!
+etcdctl --endpoints=$ep put /example/greeting "hello from berth"
+printf 'version("/example/greeting") > "0"\n\nput /example/seen yes\n\n\n' | etcdctl --endpoints=$ep txn
+etcdctl --endpoints=$ep get /example/ --prefix
+etcdctl --endpoints=$ep watch /example/ --prefix --rev=1 & wpid=$!
 sleep 1; kill $wpid 2>/dev/null || true
 
-step "the store is running (pid $pid); try: ETCDCTL_API=3 etcdctl --endpoints=$client get / --prefix. Ctrl-C stops it"
+step "the store is running (pid $pid); try: ETCDCTL_API=3 etcdctl --endpoints=$ep get / --prefix. Ctrl-C stops it"
 wait $pid
