@@ -187,25 +187,11 @@ impl KvBackend for SledBackend {
         reverse: bool,
         visit: &mut Visitor<'_>,
     ) -> Result<()> {
-        let iter = self.tree(tree).range::<&[u8], _>((start, end));
-        let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool> {
-            let (k, v) = item?;
-            Ok(visit(&k, &v).is_continue())
-        };
-        if reverse {
-            for item in iter.rev() {
-                if !step(item)? {
-                    break;
-                }
-            }
-        } else {
-            for item in iter {
-                if !step(item)? {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        visit_all(
+            self.tree(tree).range::<&[u8], _>((start, end)),
+            reverse,
+            visit,
+        )
     }
 
     fn write(&self, tree: Tree, batch: Batch) -> Result<()> {
@@ -329,25 +315,11 @@ impl KvBackend for FjallBackend {
         reverse: bool,
         visit: &mut Visitor<'_>,
     ) -> Result<()> {
-        let iter = self.part(tree).range::<&[u8], _>((start, end));
-        let mut step = |item: fjall::Result<(fjall::Slice, fjall::Slice)>| -> Result<bool> {
-            let (k, v) = item?;
-            Ok(visit(&k, &v).is_continue())
-        };
-        if reverse {
-            for item in iter.rev() {
-                if !step(item)? {
-                    break;
-                }
-            }
-        } else {
-            for item in iter {
-                if !step(item)? {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        visit_all(
+            self.part(tree).range::<&[u8], _>((start, end)),
+            reverse,
+            visit,
+        )
     }
 
     fn write(&self, tree: Tree, batch: Batch) -> Result<()> {
@@ -371,6 +343,34 @@ impl KvBackend for FjallBackend {
     fn size_on_disk(&self) -> u64 {
         self.keyspace.disk_space()
     }
+}
+
+/// Feeds an engine's range iterator to a visitor, in either direction, until it breaks.
+fn visit_all<I, K, V, E>(iter: I, reverse: bool, visit: &mut Visitor<'_>) -> Result<()>
+where
+    I: DoubleEndedIterator<Item = std::result::Result<(K, V), E>>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+    Error: From<E>,
+{
+    let mut step = |item: std::result::Result<(K, V), E>| -> Result<bool> {
+        let (k, v) = item?;
+        Ok(visit(k.as_ref(), v.as_ref()).is_continue())
+    };
+    if reverse {
+        for item in iter.rev() {
+            if !step(item)? {
+                break;
+            }
+        }
+    } else {
+        for item in iter {
+            if !step(item)? {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs a directory, making the creation, removal and renaming of its entries durable.
