@@ -852,7 +852,7 @@ where
     Fut: std::future::Future<Output = Result<Response>> + Send + 'static,
 {
     enum Plan {
-        One(Proposal, Fut2),
+        One(oneshot::Sender<Result<Response>>, Fut2),
         Many(
             Vec<(oneshot::Sender<Result<Response>>, usize, usize, bool)>,
             usize,
@@ -861,9 +861,9 @@ where
     }
     type Fut2 = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response>> + Send>>;
     let plan = if batch.len() == 1 && !matches!(batch[0].req, Request::Batch(_)) {
-        let p = batch.pop().expect("one proposal");
-        let fut: Fut2 = Box::pin(send(p.req.clone()));
-        Plan::One(p, fut)
+        let Proposal { req, tx } = batch.pop().expect("one proposal");
+        let fut: Fut2 = Box::pin(send(req));
+        Plan::One(tx, fut)
     } else {
         let mut spans = Vec::with_capacity(batch.len());
         let mut flat = Vec::with_capacity(batch.len());
@@ -885,8 +885,8 @@ where
     };
     async move {
         match plan {
-            Plan::One(p, fut) => {
-                let _ = p.tx.send(fut.await);
+            Plan::One(tx, fut) => {
+                let _ = tx.send(fut.await);
             }
             Plan::Many(spans, n, fut) => {
                 let subs = fut.await.and_then(|resp| {

@@ -155,31 +155,23 @@ impl StateMachine {
 
 /// Applies one request, or each request of a batch in order, into a [`Response`].
 fn apply_one(ctx: &mut crate::mvcc::ApplyCtx<'_>, req: &Request) -> Response {
-    if let Request::Batch(reqs) = req {
-        let subs: Vec<Response> = reqs.iter().map(|r| apply_one(ctx, r)).collect();
-        return match postcard::to_allocvec(&subs) {
-            Ok(body) => Response {
-                revision: ctx.revision(),
-                body,
-                error: None,
-            },
-            Err(e) => Response {
-                revision: ctx.revision(),
-                body: Vec::new(),
-                error: Some(AppliedError::Invalid(format!(
-                    "encoding batch response: {e}"
-                ))),
-            },
-        };
-    }
-    match apply_request(ctx, req) {
+    let result = match req {
+        Request::Batch(reqs) => {
+            let subs: Vec<Response> = reqs.iter().map(|r| apply_one(ctx, r)).collect();
+            postcard::to_allocvec(&subs)
+                .map_err(|e| AppliedError::Invalid(format!("encoding batch response: {e}")))
+        }
+        _ => apply_request(ctx, req),
+    };
+    let revision = ctx.revision();
+    match result {
         Ok(body) => Response {
-            revision: ctx.revision(),
+            revision,
             body,
             error: None,
         },
         Err(e) => Response {
-            revision: ctx.revision(),
+            revision,
             body: Vec::new(),
             error: Some(e),
         },
