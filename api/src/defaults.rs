@@ -9,7 +9,8 @@
 
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet,
-    RollingUpdateDaemonSet, RollingUpdateDeployment,
+    RollingUpdateDaemonSet, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::{
     Probe, Secret, Service, Volume,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
@@ -44,7 +46,15 @@ pub fn apply(obj: &mut Object) {
         Object::Node(o) => default_node(o),
         Object::Endpoints(o) => default_endpoints(o),
         Object::EndpointSlice(o) => default_endpoint_slice(o),
-        Object::ConfigMap(_) | Object::Event(_) | Object::ServiceAccount(_) | Object::Lease(_) => {}
+        Object::StatefulSet(o) => default_stateful_set(o),
+        Object::RoleBinding(o) => default_role_binding(o),
+        Object::ClusterRoleBinding(o) => default_cluster_role_binding(o),
+        Object::ConfigMap(_)
+        | Object::Event(_)
+        | Object::ServiceAccount(_)
+        | Object::Lease(_)
+        | Object::Role(_)
+        | Object::ClusterRole(_) => {}
     }
 }
 
@@ -277,6 +287,47 @@ pub fn default_daemon_set(ds: &mut DaemonSet) {
     }
     set_if_none(&mut spec.revision_history_limit, 10);
     default_pod_template(&mut spec.template);
+}
+
+pub fn default_stateful_set(ss: &mut StatefulSet) {
+    let spec = ss.spec.get_or_insert_with(Default::default);
+    set_if_none(&mut spec.replicas, 1);
+    set_str_if_empty(&mut spec.pod_management_policy, "OrderedReady");
+    let strategy = spec
+        .update_strategy
+        .get_or_insert_with(StatefulSetUpdateStrategy::default);
+    set_str_if_empty(&mut strategy.type_, "RollingUpdate");
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let rolling = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateStatefulSetStrategy::default);
+        set_if_none(&mut rolling.partition, 0);
+    }
+    set_if_none(&mut spec.revision_history_limit, 10);
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .get_or_insert_with(Default::default);
+    set_str_if_empty(&mut retention.when_deleted, "Retain");
+    set_str_if_empty(&mut retention.when_scaled, "Retain");
+    default_pod_template(&mut spec.template);
+}
+
+/// A binding's subjects default their API group: `rbac.authorization.k8s.io` for users and
+/// groups, the core group for service accounts.
+fn default_subjects(subjects: Option<&mut Vec<Subject>>) {
+    for s in subjects.into_iter().flatten() {
+        if s.api_group.is_none() && matches!(s.kind.as_str(), "User" | "Group") {
+            s.api_group = Some("rbac.authorization.k8s.io".into());
+        }
+    }
+}
+
+pub fn default_role_binding(rb: &mut RoleBinding) {
+    default_subjects(rb.subjects.as_mut());
+}
+
+pub fn default_cluster_role_binding(crb: &mut ClusterRoleBinding) {
+    default_subjects(crb.subjects.as_mut());
 }
 
 pub fn default_job(job: &mut Job) {

@@ -10,8 +10,9 @@ use thiserror::Error;
 
 use crate::registry::{self, ResourceInfo};
 use crate::types::{
-    ConfigMap, DaemonSet, Deployment, EndpointSlice, Endpoints, Event, Job, Lease, Namespace, Node,
-    Pod, ReplicaSet, Secret, Service, ServiceAccount,
+    ClusterRole, ClusterRoleBinding, ConfigMap, DaemonSet, Deployment, EndpointSlice, Endpoints,
+    Event, Job, Lease, Namespace, Node, Pod, ReplicaSet, Role, RoleBinding, Secret, Service,
+    ServiceAccount, StatefulSet,
 };
 use crate::{defaults, validation};
 
@@ -170,9 +171,14 @@ objects!(
     Deployment,
     ReplicaSet,
     DaemonSet,
+    StatefulSet,
     Job,
     EndpointSlice,
     Lease,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 );
 
 impl Object {

@@ -270,6 +270,18 @@ static RESOURCES: &[ResourceInfo] = &[
         verbs: RESOURCE_VERBS,
     },
     ResourceInfo {
+        group: "apps",
+        version: "v1",
+        kind: "StatefulSet",
+        plural: "statefulsets",
+        singular: "statefulset",
+        short_names: &["sts"],
+        scope: Namespaced,
+        subresources: &[status("apps", "v1", "StatefulSet"), SCALE],
+        categories: ALL,
+        verbs: RESOURCE_VERBS,
+    },
+    ResourceInfo {
         group: "batch",
         version: "v1",
         kind: "Job",
@@ -301,6 +313,54 @@ static RESOURCES: &[ResourceInfo] = &[
         singular: "lease",
         short_names: &[],
         scope: Namespaced,
+        subresources: &[],
+        categories: &[],
+        verbs: RESOURCE_VERBS,
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        singular: "role",
+        short_names: &[],
+        scope: Namespaced,
+        subresources: &[],
+        categories: &[],
+        verbs: RESOURCE_VERBS,
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        short_names: &[],
+        scope: Cluster,
+        subresources: &[],
+        categories: &[],
+        verbs: RESOURCE_VERBS,
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        short_names: &[],
+        scope: Namespaced,
+        subresources: &[],
+        categories: &[],
+        verbs: RESOURCE_VERBS,
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        short_names: &[],
+        scope: Cluster,
         subresources: &[],
         categories: &[],
         verbs: RESOURCE_VERBS,
@@ -499,10 +559,15 @@ mod tests {
             "Job",
             "EndpointSlice",
             "Lease",
+            "StatefulSet",
+            "Role",
+            "ClusterRole",
+            "RoleBinding",
+            "ClusterRoleBinding",
         ] {
             assert_eq!(kinds.iter().filter(|k| **k == kind).count(), 1, "{kind}");
         }
-        assert_eq!(kinds.len(), 15);
+        assert_eq!(kinds.len(), 20);
     }
 
     #[test]
@@ -596,7 +661,8 @@ mod tests {
         assert_eq!(gvs[0], ("", "v1"));
         assert!(gvs.contains(&("apps", "v1")));
         assert!(gvs.contains(&("batch", "v1")));
-        assert_eq!(gvs.len(), 5);
+        assert!(gvs.contains(&("rbac.authorization.k8s.io", "v1")));
+        assert_eq!(gvs.len(), 6);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum NameRule {
     Dns1123Label,
     /// Services: a DNS label starting with a letter.
     Dns1035Label,
+    /// RBAC kinds: anything usable as one path segment (`system:node` is a valid role name).
+    PathSegment,
 }
 
 impl NameRule {
@@ -31,6 +33,7 @@ impl NameRule {
             NameRule::Dns1123Subdomain => names::is_dns1123_subdomain(name),
             NameRule::Dns1123Label => names::is_dns1123_label(name),
             NameRule::Dns1035Label => names::is_dns1035_label(name),
+            NameRule::PathSegment => names::is_path_segment_name(name),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod field;
 mod meta;
 pub mod names;
 mod pod;
+mod rbac;
 mod service;
 mod workloads;
 
@@ -29,8 +30,14 @@ pub use pod::{
     validate_container, validate_pod, validate_pod_spec, validate_pod_template_spec,
     validate_resource_requirements,
 };
+pub use rbac::{
+    validate_cluster_role, validate_cluster_role_binding, validate_role, validate_role_binding,
+};
 pub use service::{validate_endpoint_slice, validate_endpoints, validate_service};
-pub use workloads::{validate_daemon_set, validate_deployment, validate_job, validate_replica_set};
+pub use workloads::{
+    validate_daemon_set, validate_deployment, validate_job, validate_replica_set,
+    validate_stateful_set,
+};
 
 use crate::object::Object;
 
@@ -54,6 +61,11 @@ pub fn validate(obj: &Object) -> ErrorList {
         Object::Job(o) => validate_job(o),
         Object::EndpointSlice(o) => validate_endpoint_slice(o),
         Object::Lease(o) => validate_lease(o),
+        Object::StatefulSet(o) => validate_stateful_set(o),
+        Object::Role(o) => validate_role(o),
+        Object::ClusterRole(o) => validate_cluster_role(o),
+        Object::RoleBinding(o) => validate_role_binding(o),
+        Object::ClusterRoleBinding(o) => validate_cluster_role_binding(o),
     }
 }
 

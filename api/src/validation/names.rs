@@ -103,6 +103,19 @@ pub fn is_dns1035_label(s: &str) -> Vec<String> {
     errs
 }
 
+/// A name usable as one URL path segment, as Kubernetes requires of RBAC object names: not `.`
+/// or `..`, and without `/` or `%`.
+pub fn is_path_segment_name(s: &str) -> Vec<String> {
+    if s == "." || s == ".." {
+        return vec![format!("may not be '{s}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|bad| s.contains(*bad))
+        .map(|bad| format!("may not contain '{bad}'"))
+        .collect()
+}
+
 /// A qualified name (label and annotation keys, finalizers): an optional DNS subdomain prefix
 /// and `/`, then a name part of at most 63 alphanumerics, '-', '_' or '.'.
 pub fn is_qualified_name(s: &str) -> Vec<String> {

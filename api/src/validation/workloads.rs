@@ -1,7 +1,8 @@
 //! Deployments, ReplicaSets, DaemonSets and Jobs: their selectors, templates and strategies.
 
 use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec,
+    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec, StatefulSet,
+    StatefulSetSpec,
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -306,6 +307,44 @@ pub fn validate_daemon_set(ds: &DaemonSet) -> ErrorList {
                 other,
                 &["RollingUpdate", "OnDelete"],
             )),
+        }
+    }
+    errs
+}
+
+pub fn validate_stateful_set(ss: &StatefulSet) -> ErrorList {
+    let mut errs = meta_errs(&ss.metadata);
+    let empty = StatefulSetSpec::default();
+    let spec = ss.spec.as_ref().unwrap_or(&empty);
+    let path = Path::new("spec");
+    errs.extend(nonnegative(spec.replicas, &path.child("replicas")));
+    errs.extend(nonnegative(
+        spec.min_ready_seconds,
+        &path.child("minReadySeconds"),
+    ));
+    let selector = validate_required_selector(&spec.selector, "statefulset", &path, &mut errs);
+    errs.extend(validate_controller_template(
+        Some(&spec.template),
+        selector.as_ref(),
+        &path.child("template"),
+    ));
+    errs.extend(one_of(
+        spec.pod_management_policy.as_deref(),
+        &["OrderedReady", "Parallel"],
+        &path.child("podManagementPolicy"),
+    ));
+    if let Some(strategy) = &spec.update_strategy {
+        let sp = path.child("updateStrategy");
+        errs.extend(one_of(
+            strategy.type_.as_deref(),
+            &["RollingUpdate", "OnDelete"],
+            &sp.child("type"),
+        ));
+        if let Some(rolling) = &strategy.rolling_update {
+            errs.extend(nonnegative(
+                rolling.partition,
+                &sp.child("rollingUpdate").child("partition"),
+            ));
         }
     }
     errs
