@@ -14,6 +14,8 @@
 //!   string form) and field selectors (`?fieldSelector=`), with per-kind supported fields.
 //! - [`quantity`]: the Kubernetes resource quantity (`100m`, `1.5Gi`, `2e3`).
 //! - [`decode`]: multi-document YAML and JSON manifests, with errors naming document and line.
+//! - [`patch`]: JSON patch, merge patch, strategic merge patch and server-side apply with
+//!   `metadata.managedFields`, for the API server's PATCH and write paths.
 //!
 //! Start with [`object::Object::prepare_create`]: it is the whole create path an API server runs
 //! on a request body (decode, default, validate), and each step links to its module.
@@ -24,6 +26,7 @@ pub mod defaults;
 pub mod fields;
 pub mod labels;
 pub mod object;
+pub mod patch;
 pub mod quantity;
 pub mod registry;
 pub mod types;

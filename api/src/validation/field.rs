@@ -42,15 +42,16 @@ impl ErrorType {
     /// Kubernetes' text for the type, lower-cased.
     pub fn description(self) -> &'static str {
         match self {
-            ErrorType::NotFound => "not found",
-            ErrorType::Required => "required value",
-            ErrorType::Duplicate => "duplicate value",
-            ErrorType::Invalid | ErrorType::TypeInvalid => "invalid value",
-            ErrorType::NotSupported => "unsupported value",
-            ErrorType::Forbidden => "forbidden",
-            ErrorType::TooLong => "too long",
-            ErrorType::TooMany => "too many",
-            ErrorType::Internal => "internal error",
+            // Kubernetes' exact words: clients and users match on them.
+            ErrorType::NotFound => "Not found",
+            ErrorType::Required => "Required value",
+            ErrorType::Duplicate => "Duplicate value",
+            ErrorType::Invalid | ErrorType::TypeInvalid => "Invalid value",
+            ErrorType::NotSupported => "Unsupported value",
+            ErrorType::Forbidden => "Forbidden",
+            ErrorType::TooLong => "Too long",
+            ErrorType::TooMany => "Too many",
+            ErrorType::Internal => "Internal error",
         }
     }
 }
@@ -271,32 +272,32 @@ mod tests {
         let p = Path::new("spec").child("restartPolicy");
         assert_eq!(
             FieldError::required(&p, "").to_string(),
-            "spec.restartPolicy: required value"
+            "spec.restartPolicy: Required value"
         );
         assert_eq!(
             FieldError::invalid(&p, "x", "bad").to_string(),
-            "spec.restartPolicy: invalid value: \"x\": bad"
+            "spec.restartPolicy: Invalid value: \"x\": bad"
         );
         assert_eq!(
             FieldError::invalid(&p, -1, "must be greater than or equal to 0").to_string(),
-            "spec.restartPolicy: invalid value: -1: must be greater than or equal to 0"
+            "spec.restartPolicy: Invalid value: -1: must be greater than or equal to 0"
         );
         assert_eq!(
             FieldError::not_supported(&p, "Sometimes", &["Always", "Never"]).to_string(),
-            "spec.restartPolicy: unsupported value: \"Sometimes\": supported values: \
+            "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \
              \"Always\", \"Never\""
         );
         assert_eq!(
             FieldError::too_long(&p, 10).to_string(),
-            "spec.restartPolicy: too long: must have at most 10 bytes"
+            "spec.restartPolicy: Too long: must have at most 10 bytes"
         );
         assert_eq!(
             FieldError::duplicate(&p, "a").to_string(),
-            "spec.restartPolicy: duplicate value: \"a\""
+            "spec.restartPolicy: Duplicate value: \"a\""
         );
         assert_eq!(
             FieldError::forbidden(&p, "no").to_string(),
-            "spec.restartPolicy: forbidden: no"
+            "spec.restartPolicy: Forbidden: no"
         );
     }
 
@@ -313,7 +314,7 @@ mod tests {
         };
         assert_eq!(
             invalid.to_string(),
-            "Pod \"web\" is invalid: [spec.containers: required value, metadata.name: invalid \
+            "Pod \"web\" is invalid: [spec.containers: Required value, metadata.name: Invalid \
              value: \"Web\": bad]"
         );
         let status = invalid.to_status();
@@ -327,7 +328,7 @@ mod tests {
         assert_eq!(causes[0].reason.as_deref(), Some("FieldValueRequired"));
         assert_eq!(
             causes[1].message.as_deref(),
-            Some("invalid value: \"Web\": bad")
+            Some("Invalid value: \"Web\": bad")
         );
     }
 }

@@ -525,7 +525,7 @@ mod tests {
         assert!(nonnegative(None::<i32>, &p).is_none());
         assert_eq!(
             nonnegative(Some(-1), &p).unwrap().to_string(),
-            "spec.replicas: invalid value: -1: must be greater than or equal to 0"
+            "spec.replicas: Invalid value: -1: must be greater than or equal to 0"
         );
         assert!(positive(Some(1), &p).is_none());
         assert!(positive(Some(0), &p).is_some());

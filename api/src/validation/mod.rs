@@ -181,7 +181,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "Pod \"web\" is invalid: spec.containers[0].ports[0].containerPort: required value"
+            "Pod \"web\" is invalid: spec.containers[0].ports[0].containerPort: Required value"
         );
 
         let deploy = Object::from_value(json!({

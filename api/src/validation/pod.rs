@@ -679,7 +679,7 @@ mod tests {
         let errs = with("/spec/containers/0/resources/requests/cpu", json!("1"));
         assert_eq!(
             errs[0].to_string(),
-            "spec.containers[0].resources.requests[cpu]: invalid value: \"1\": must be less \
+            "spec.containers[0].resources.requests[cpu]: Invalid value: \"1\": must be less \
              than or equal to cpu limit of 500m"
         );
         assert_clean(&with(
