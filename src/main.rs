@@ -1,5 +1,6 @@
-//! `berth`: the all-in-one binary. Today it runs a store member (`berth store`); the API
-//! server, agent and `berth up` join it as their issues land.
+//! `berth`: the all-in-one binary. `berth server` runs a control-plane member (store, API
+//! server); `berth store` runs a bare store member. The agent and `berth up` join as their
+//! issues land.
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,9 @@ struct Cli {
 enum Command {
     /// Run one member of the Raft-replicated store (etcd v3 API; etcd's flag names).
     Store(berth_store::config::StoreArgs),
+    /// Run a control-plane member: a store member and the Kubernetes API over HTTPS. Writes
+    /// an admin kubeconfig to DATA_DIR/kubeconfig.yaml.
+    Server(berth_apiserver::ServerArgs),
 }
 
 #[tokio::main]
@@ -32,6 +36,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Store(args) => berth_store::config::run(args).await,
+        Command::Server(args) => server(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -40,4 +45,20 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn server(args: berth_apiserver::ServerArgs) -> anyhow::Result<()> {
+    let cp = berth_apiserver::ControlPlane::start(args).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", cp.kubeconfig.display());
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    cp.shutdown().await;
+    Ok(())
 }

@@ -1,8 +1,33 @@
 //! The API server: the only door to the store.
 //!
-//! It will own REST on axum over rustls and gRPC on tonic for every resource in
-//! `berth_api`'s registry, discovery and OpenAPI documents, authentication and
-//! authorisation, admission (validation and defaulting), the watch cache that serves
-//! LIST and WATCH from memory, and the proxy to node agents for logs, exec and
-//! port-forward. Empty until issue "The API server and kctl".
+//! Start reading at [`control_plane`], which runs a store member, the watch cache, and the
+//! HTTPS API for `berth server`. A request goes through [`server`] (TLS, authentication,
+//! authorisation, dispatch), [`request`] (paths, query, media types), then [`read`] (get, list,
+//! watch from the [`cache`]) or [`objects`] / [`delete`] (writes: admission, server-owned
+//! fields, compare-and-swap through [`storage`]). [`patch`] and [`managed`] hold the patch
+//! formats and field ownership; [`discovery`], [`openapi`] and [`table`] what kubectl reads
+//! besides objects; [`auth`] and [`tls`] identities and the cluster CA.
 #![forbid(unsafe_code)]
+
+pub mod alloc;
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod cache;
+pub mod control_plane;
+pub mod delete;
+pub mod discovery;
+pub mod error;
+pub mod managed;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod read;
+pub mod request;
+pub mod server;
+pub mod storage;
+pub mod table;
+pub mod tls;
+
+pub use control_plane::{ControlPlane, ServerArgs};

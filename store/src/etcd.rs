@@ -353,9 +353,15 @@ pub async fn run_watcher(node: Arc<StoreNode>, spec: WatchSpec, tx: mpsc::Sender
                 }
             }
         }
-        // Then live events, skipping what history already gave.
+        // Then live events, skipping what history already gave; the watch ends when its
+        // receiver goes away or the member stops.
         loop {
-            match live.recv().await {
+            let received = tokio::select! {
+                r = live.recv() => r,
+                _ = tx.closed() => return,
+                _ = node.stopped() => return,
+            };
+            match received {
                 Ok(batch) => {
                     let mine: Vec<Event> = batch
                         .iter()

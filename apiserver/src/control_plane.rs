@@ -1,0 +1,236 @@
+//! `berth server`: one control-plane member. It runs a store member, the watch cache, the
+//! HTTPS API, and the namespace finalizer, and writes an admin kubeconfig with the cluster CA
+//! embedded to `<data-dir>/kubeconfig.yaml`. A second start on the same directory keeps
+//! everything: the store's data, the CA and the credentials.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::task::JoinHandle;
+
+use crate::auth::{Authorizer, Tokens};
+use crate::cache::WatchCache;
+use crate::server::ApiServer;
+use crate::storage::{LocalStore, Storage};
+
+/// Flags of `berth server`.
+#[derive(Debug, Clone, Parser)]
+pub struct ServerArgs {
+    /// Directory for the store, the PKI and the kubeconfig.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address the HTTPS API listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Extra host names or addresses the serving certificate must cover.
+    #[arg(long = "advertise-address", value_delimiter = ',')]
+    pub advertise: Vec<String>,
+    /// This member's name in the store cluster.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// The store's etcd-compatible client URL.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub store_client_url: String,
+    /// The store's peer URL (Raft between members).
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    pub store_peer_url: String,
+    /// Every store member as `name=peer-url,...`; defaults to this member alone.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` to form a cluster, `existing` to join one.
+    #[arg(long, default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Storage engine under the Raft state machine.
+    #[arg(long, value_enum, default_value_t = berth_store::backend::Engine::Sled)]
+    pub backend: berth_store::backend::Engine,
+    /// The range Service cluster IPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// Static bearer tokens: `token,user,uid,"group1,group2"` per line.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+}
+
+/// A running control-plane member.
+pub struct ControlPlane {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub api: Arc<ApiServer>,
+    store: berth_store::node::StoreHandle,
+    tasks: Vec<JoinHandle<()>>,
+    /// Closes every open connection.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl ControlPlane {
+    pub async fn start(args: ServerArgs) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+        let store_dir = args.data_dir.join("store");
+        let initial_cluster = args
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", args.name, args.store_peer_url));
+        #[derive(Parser)]
+        struct StoreFlags {
+            #[command(flatten)]
+            store: berth_store::config::StoreArgs,
+        }
+        let store_args = StoreFlags::try_parse_from([
+            "store".to_string(),
+            format!("--name={}", args.name),
+            format!("--data-dir={}", store_dir.display()),
+            format!("--listen-client-urls={}", args.store_client_url),
+            format!("--advertise-client-urls={}", args.store_client_url),
+            format!("--listen-peer-urls={}", args.store_peer_url),
+            format!("--initial-advertise-peer-urls={}", args.store_peer_url),
+            format!("--initial-cluster={initial_cluster}"),
+            format!("--initial-cluster-state={}", args.initial_cluster_state),
+            format!("--backend={}", engine_name(args.backend)),
+        ])
+        .context("store flags")?
+        .store;
+        let store = berth_store::node::StoreNode::start(store_args.to_config()?)
+            .await
+            .context("starting the store member")?;
+        let storage: Arc<dyn Storage> = Arc::new(LocalStore::new(store.node.clone()));
+        // The first linearizable read succeeds once the cluster has a leader.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match storage.linearizable_revision().await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for the store to elect a leader");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e).context("store has no leader"),
+            }
+        }
+        let mut hosts = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            args.listen.ip().to_string(),
+        ];
+        hosts.extend(args.advertise.iter().cloned());
+        hosts.sort();
+        hosts.dedup();
+        hosts.retain(|h| h != "0.0.0.0");
+        let service_cidr = crate::alloc::Cidr::parse(&args.service_cluster_ip_range)
+            .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+        let pki = crate::tls::Pki::bootstrap(&args.data_dir, &hosts)?;
+        let cache = WatchCache::start(storage.clone()).await?;
+        let tokens = match &args.token_auth_file {
+            Some(p) => Tokens::load(p)?,
+            None => Tokens::default(),
+        };
+        let audit = crate::audit::Audit::open(&args.data_dir.join("audit.log"))
+            .context("opening the audit log")?;
+        let api = Arc::new(ApiServer {
+            storage,
+            authz: Authorizer::new(cache.clone()),
+            cache,
+            tokens,
+            audit: Some(audit),
+            service_cidr,
+        });
+        crate::bootstrap::ensure(&api)
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrap objects: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = vec![tokio::spawn(crate::server::serve_tls(
+            api.clone(),
+            listener,
+            pki.server_config()?,
+            stopped,
+        ))];
+        tasks.push(tokio::spawn(namespace_finalizer(api.clone())));
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let kubeconfig = args.data_dir.join("kubeconfig.yaml");
+        let text = pki.kubeconfig(
+            &format!("https://{host}:{}", addr.port()),
+            "admin",
+            &pki.admin_cert_pem,
+            &pki.admin_key_pem,
+        );
+        std::fs::write(&kubeconfig, text)
+            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600))?;
+        }
+        tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");
+        Ok(Self {
+            addr,
+            kubeconfig,
+            api,
+            store,
+            tasks,
+            stop,
+        })
+    }
+
+    /// Stops serving and shuts the store member down.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.api.cache.stop();
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        drop(self.api);
+        self.store.shutdown().await;
+    }
+}
+
+fn engine_name(e: berth_store::backend::Engine) -> &'static str {
+    match e {
+        berth_store::backend::Engine::Sled => "sled",
+        berth_store::backend::Engine::Fjall => "fjall",
+    }
+}
+
+/// Drives terminating namespaces to deletion: their content is deleted, then the namespace.
+async fn namespace_finalizer(api: Arc<ApiServer>) {
+    let prefix = "/registry/core/namespaces/";
+    loop {
+        let (namespaces, _, mut live) = api.cache.snapshot_and_watch(prefix);
+        let terminating: Vec<String> = namespaces
+            .iter()
+            .filter(|c| crate::objects::meta_str(&c.object, "deletionTimestamp").is_some())
+            .filter_map(|c| crate::objects::meta_str(&c.object, "name").map(str::to_string))
+            .collect();
+        for ns in &terminating {
+            if let Err(e) = api.finalize_namespace(ns).await {
+                tracing::warn!(namespace = %ns, error = %e, "finalizing namespace");
+            }
+        }
+        // Wake on a namespace change, or retry the ones still emptying.
+        let wait = if terminating.is_empty() {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(500)
+        };
+        let _ = tokio::time::timeout(wait, async {
+            while let Ok(ev) = live.recv().await {
+                if ev.key.starts_with(prefix) {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
