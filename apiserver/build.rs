@@ -1,5 +1,6 @@
 //! Compiles the Kubernetes schemas under `proto/` into one `FileDescriptorSet` that
-//! `src/protobuf.rs` loads at run time to decode `application/vnd.kubernetes.protobuf` bodies.
+//! `src/protobuf.rs` loads at run time to decode `application/vnd.kubernetes.protobuf` bodies,
+//! and Berth's gRPC API (`proto/berth/v1/api.proto`) into prost messages and a tonic service.
 
 use std::{env, fs, path::PathBuf};
 
@@ -21,5 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Encoded by protox rather than through prost-types so that the berth.* field options survive.
     let out = PathBuf::from(env::var("OUT_DIR")?).join("k8s.fds");
     fs::write(out, compiler.encode_file_descriptor_set())?;
+
+    let fds = protox::compile(["berth/v1/api.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
     Ok(())
 }

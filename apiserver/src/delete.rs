@@ -57,6 +57,13 @@ impl DeleteOptions {
         if q.get("dryRun") == Some("All") {
             o.dry_run = true;
         }
+        o.check()?;
+        Ok(o)
+    }
+
+    /// Rejects values Kubernetes rejects.
+    pub fn check(&self) -> ApiResult<()> {
+        let o = self;
         if let Some(p) = &o.propagation {
             if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
                 return Err(ApiError::bad_request(format!(
@@ -67,7 +74,7 @@ impl DeleteOptions {
         if o.grace_period.is_some_and(|g| g < 0) {
             return Err(ApiError::bad_request("gracePeriodSeconds must be >= 0"));
         }
-        Ok(o)
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ pub mod control_plane;
 pub mod delete;
 pub mod discovery;
 pub mod error;
+pub mod grpc;
 pub mod managed;
 pub mod objects;
 pub mod openapi;

@@ -11,8 +11,10 @@ use base64::Engine;
 use berth_api::fields::FieldSelector;
 use berth_api::labels::Selector;
 use berth_api::registry::ResourceInfo;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use crate::cache::{Event, EventType};
 use crate::error::{ApiError, ApiResult};
@@ -230,8 +232,8 @@ impl ApiServer {
     }
 
     /// A watch: events after the requested revision (or the current state as ADDED events,
-    /// then changes), filtered by selectors, until `timeoutSeconds` or the client leaves.
-    pub fn watch(&self, target: &Target, q: &Query, format: Format) -> ApiResult<Response> {
+    /// then changes), filtered by selectors, until `timeoutSeconds` or the receiver goes.
+    pub fn watch_events(&self, target: &Target, q: &Query) -> ApiResult<mpsc::Receiver<WatchItem>> {
         let info = target.info;
         let prefix = target.prefix()?;
         let filter = Filter::from_query(info, q)?;
@@ -243,7 +245,7 @@ impl ApiServer {
             .min(3600);
         let rv = q.get("resourceVersion").unwrap_or("");
         let send_initial = q.flag("sendInitialEvents");
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+        let (tx, rx) = mpsc::channel::<WatchItem>(64);
         let (initial, backlog, mut live, start_rev) = if rv.is_empty() || rv == "0" || send_initial
         {
             let (objs, rev, live) = self.cache.snapshot_and_watch(&prefix);
@@ -257,42 +259,46 @@ impl ApiServer {
                 Err(e) => {
                     // Kubernetes answers 200 and an ERROR event carrying 410 Gone.
                     let err: ApiError = e.into();
-                    let line = json!({"type": "ERROR", "object": err.status()});
-                    return Ok(stream_response(
-                        format,
-                        futures::stream::once(async move {
-                            Ok::<_, std::io::Error>(format!("{line}\n").into_bytes())
-                        }),
-                    ));
+                    let _ = tx.try_send(WatchItem {
+                        kind: "ERROR",
+                        object: err.status(),
+                    });
+                    return Ok(rx);
                 }
             }
         };
-        let encoder = EventEncoder { info, format };
+        let bookmark = move |rev: i64, initial_end: bool| {
+            let mut meta = json!({"resourceVersion": rev.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            WatchItem {
+                kind: "BOOKMARK",
+                object: json!({"kind": info.kind, "apiVersion": info.api_version(),
+                    "metadata": meta}),
+            }
+        };
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout as u64);
-            let mut first = true;
             let mut last_rev = start_rev;
+            let send = |kind: EventType, obj: &Value| WatchItem {
+                kind: kind.as_str(),
+                object: obj.clone(),
+            };
             for c in &initial {
-                if filter.matches(&c.object) {
-                    let line = encoder.line(EventType::Added, &c.object, first);
-                    first = false;
-                    if tx.send(Ok(line)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            if send_initial && bookmarks {
-                let line = encoder.bookmark(last_rev, true);
-                if tx.send(Ok(line)).await.is_err() {
+                if filter.matches(&c.object)
+                    && tx.send(send(EventType::Added, &c.object)).await.is_err()
+                {
                     return;
                 }
+            }
+            if send_initial && bookmarks && tx.send(bookmark(last_rev, true)).await.is_err() {
+                return;
             }
             for ev in &backlog {
                 last_rev = ev.revision;
                 if let Some((kind, obj)) = transition(&filter, ev) {
-                    let line = encoder.line(kind, obj, first);
-                    first = false;
-                    if tx.send(Ok(line)).await.is_err() {
+                    if tx.send(send(kind, obj)).await.is_err() {
                         return;
                     }
                 }
@@ -304,7 +310,7 @@ impl ApiServer {
                     _ = tokio::time::sleep_until(deadline) => return,
                     _ = tx.closed() => return,
                     _ = tick.tick(), if bookmarks => {
-                        if tx.send(Ok(encoder.bookmark(last_rev, false))).await.is_err() {
+                        if tx.send(bookmark(last_rev, false)).await.is_err() {
                             return;
                         }
                     }
@@ -315,9 +321,7 @@ impl ApiServer {
                             }
                             last_rev = ev.revision;
                             if let Some((kind, obj)) = transition(&filter, &ev) {
-                                let line = encoder.line(kind, obj, first);
-                                first = false;
-                                if tx.send(Ok(line)).await.is_err() {
+                                if tx.send(send(kind, obj)).await.is_err() {
                                     return;
                                 }
                             }
@@ -329,11 +333,43 @@ impl ApiServer {
                 }
             }
         });
-        Ok(stream_response(
-            format,
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
+        Ok(rx)
     }
+
+    /// A watch over HTTP: one JSON event per line, objects as Tables when asked.
+    pub fn watch(&self, target: &Target, q: &Query, format: Format) -> ApiResult<Response> {
+        let info = target.info;
+        let rx = self.watch_events(target, q)?;
+        let mut first = true;
+        let lines = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item| {
+            let object = match (format, item.kind) {
+                (Format::Table, "ADDED" | "MODIFIED" | "DELETED") => {
+                    let t = crate::table::table_event(
+                        info,
+                        &item.object,
+                        first,
+                        jiff::Timestamp::now(),
+                        crate::table::IncludeObject::Metadata,
+                    );
+                    first = false;
+                    t
+                }
+                _ => item.object,
+            };
+            let mut out = serde_json::to_vec(&json!({"type": item.kind, "object": object}))
+                .expect("event serializes");
+            out.push(b'\n');
+            Ok::<_, std::io::Error>(out)
+        });
+        Ok(stream_response(format, lines))
+    }
+}
+
+/// One watch event: its type (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`, `ERROR`) and object.
+#[derive(Debug, Clone)]
+pub struct WatchItem {
+    pub kind: &'static str,
+    pub object: Value,
 }
 
 /// What a watcher with a filter sees of one change: objects entering the filter are ADDED,
@@ -348,43 +384,6 @@ fn transition<'a>(filter: &Filter, ev: &'a Event) -> Option<(EventType, &'a Valu
         (_, false, true) => Some((EventType::Added, &ev.object)),
         (_, true, false) => Some((EventType::Deleted, &ev.object)),
         (_, false, false) => None,
-    }
-}
-
-struct EventEncoder {
-    info: &'static ResourceInfo,
-    format: Format,
-}
-
-impl EventEncoder {
-    fn line(&self, kind: EventType, obj: &Value, first: bool) -> Vec<u8> {
-        let object = match self.format {
-            Format::Table => crate::table::table_event(
-                self.info,
-                obj,
-                first,
-                jiff::Timestamp::now(),
-                crate::table::IncludeObject::Metadata,
-            ),
-            _ => obj.clone(),
-        };
-        let mut out = serde_json::to_vec(&json!({"type": kind.as_str(), "object": object}))
-            .expect("event serializes");
-        out.push(b'\n');
-        out
-    }
-
-    fn bookmark(&self, rev: i64, initial_end: bool) -> Vec<u8> {
-        let mut meta = json!({"resourceVersion": rev.to_string()});
-        if initial_end {
-            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-        }
-        let obj = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(),
-            "metadata": meta});
-        let mut out = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj}))
-            .expect("bookmark serializes");
-        out.push(b'\n');
-        out
     }
 }
 

@@ -21,6 +21,21 @@ impl Query {
         }
     }
 
+    /// A query from key/value pairs; empty values are left out.
+    pub fn from_pairs<I, K>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, String)>,
+        K: Into<String>,
+    {
+        Self {
+            pairs: pairs
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.into(), v))
+                .collect(),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()

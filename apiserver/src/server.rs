@@ -94,7 +94,8 @@ fn verb_of(method: &Method, target: &Target, q: &Query) -> &'static str {
 }
 
 impl ApiServer {
-    fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Option<User> {
+    /// The caller: a bearer token if one is sent, else the client certificate.
+    pub fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Option<User> {
         if let Some(auth) = headers
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
@@ -148,7 +149,7 @@ impl ApiServer {
                     verb: method.as_str().to_ascii_lowercase(),
                     path: path.to_string(),
                 };
-                self.authorize(user, &attrs)?;
+                self.check(user, &attrs)?;
                 return discovery::serve(method, path, req.headers());
             }
         };
@@ -162,7 +163,7 @@ impl ApiServer {
             namespace: target.namespace.clone().unwrap_or_default(),
             name: target.name.clone().unwrap_or_default(),
         };
-        self.authorize(user, &attrs)?;
+        self.check(user, &attrs)?;
         let accept = req
             .headers()
             .get(header::ACCEPT)
@@ -320,7 +321,8 @@ impl ApiServer {
         }
     }
 
-    fn authorize(&self, user: &User, attrs: &Attributes) -> ApiResult<()> {
+    /// Authorises `attrs` for `user`: 403 with Kubernetes' wording when refused.
+    pub fn check(&self, user: &User, attrs: &Attributes) -> ApiResult<()> {
         match self.authz.authorize(user, attrs) {
             Decision::Allow => Ok(()),
             Decision::Deny => Err(ApiError::forbidden(attrs.forbidden_message(user))),
@@ -632,6 +634,33 @@ fn decode_body(content_type: Option<&str>, body: &[u8]) -> ApiResult<Value> {
     }
 }
 
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// A gRPC call: authenticated like REST, then handed to the tonic service.
+async fn serve_grpc(
+    server: &ApiServer,
+    peer: &Peer,
+    mut grpc: crate::grpc::GrpcService<crate::grpc::Grpc>,
+    mut req: hyper::Request<hyper::body::Incoming>,
+) -> Response {
+    use tower::Service;
+    let Some(user) = server.authenticate(req.headers(), peer) else {
+        return tonic::Status::unauthenticated("Unauthorized")
+            .into_http::<tonic::body::Body>()
+            .map(Body::new);
+    };
+    req.extensions_mut().insert(user);
+    match grpc.call(req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(never) => match never {},
+    }
+}
+
 /// Serves HTTPS on `listener` until the task is dropped.
 pub async fn serve_tls(
     server: Arc<ApiServer>,
@@ -668,11 +697,18 @@ pub async fn serve_tls(
                 .and_then(|c| c.first())
                 .and_then(|c| crate::auth::user_from_cert(c));
             let peer = Peer { addr, cert_user };
+            let grpc = crate::grpc::GrpcService::new(crate::grpc::Grpc {
+                server: server.clone(),
+            });
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let server = server.clone();
                     let peer = peer.clone();
+                    let grpc = grpc.clone();
                     async move {
+                        if is_grpc(req.headers()) {
+                            return Ok(serve_grpc(&server, &peer, grpc, req).await);
+                        }
                         let req = req.map(Body::new);
                         Ok::<_, std::convert::Infallible>(server.handle(peer, req).await)
                     }
