@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Berth's test command (the README's second command, and what .ci/run calls).
 # Installs what the tests need, checks formatting and lints, runs every test, and runs
-# the store benchmark briefly so it is known to work. Run as root on a Debian machine.
+# the benchmarks briefly so they are known to work. Run as root on a Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 etcdctl version | head -1
+command -v kubectl >/dev/null || { echo "kubectl 1.32 is required (preinstalled on these machines)" >&2; exit 1; }
+
+step "installing the Python Kubernetes client (API compatibility tests)"
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes
+python3 -c 'import kubernetes; print("kubernetes", kubernetes.__version__)'
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -36,3 +41,6 @@ store/bench/run.sh --debug --duration 1
 
 step "engine-bench smoke run (debug build, few writes: proves it runs, not how fast)"
 cargo run -q -p berth-store --bin engine-bench -- --writes 200 --flush-every 10
+
+step "api_bench smoke run (debug build, few ops: proves it runs, not how fast)"
+cargo bench -q --profile dev -p berth-apiserver --bench api_bench -- --ops 100 --watchers 4

@@ -135,17 +135,22 @@ pub async fn ensure(server: &ApiServer) -> ApiResult<()> {
             name: obj["metadata"]["name"].as_str().map(str::to_string),
             subresource: None,
         };
-        if server.current(&target).await?.is_some() {
-            continue;
-        }
+        // Several API servers bootstrap at once: another one may win the race for the
+        // object (or for the `kubernetes` Service's address) and be midway through creating
+        // it, so a failed create is retried until the object shows up.
         let collection = Target {
             name: None,
-            ..target
+            ..target.clone()
         };
-        match server.create(&collection, obj, &opts).await {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(e),
+        for attempt in 0.. {
+            if server.current(&target).await?.is_some() {
+                break;
+            }
+            match server.create(&collection, obj.clone(), &opts).await {
+                Ok(_) => break,
+                Err(e) if attempt >= 50 => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
         }
     }
     Ok(())

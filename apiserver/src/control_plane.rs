@@ -129,6 +129,9 @@ impl ControlPlane {
         };
         let audit = crate::audit::Audit::open(&args.data_dir.join("audit.log"))
             .context("opening the audit log")?;
+        let sa_tokens = crate::serviceaccount::TokenSigner::load(storage.as_ref())
+            .await
+            .context("loading the service account signing key")?;
         let api = Arc::new(ApiServer {
             storage,
             authz: Authorizer::new(cache.clone()),
@@ -136,6 +139,7 @@ impl ControlPlane {
             tokens,
             audit: Some(audit),
             service_cidr,
+            sa_tokens,
         });
         crate::bootstrap::ensure(&api)
             .await

@@ -6,7 +6,10 @@
 //! watch from the [`cache`]) or [`objects`] / [`delete`] (writes: admission, server-owned
 //! fields, compare-and-swap through [`storage`]). [`patch`] and [`managed`] hold the patch
 //! formats and field ownership; [`discovery`], [`openapi`] and [`table`] what kubectl reads
-//! besides objects; [`auth`] and [`tls`] identities and the cluster CA.
+//! besides objects; [`protobuf`] decodes kubectl's protobuf bodies; [`auth`], [`tls`] and
+//! [`serviceaccount`] identities, the cluster CA and ServiceAccount tokens; [`alloc`] Service
+//! addresses; [`grpc`] the `berth.v1` gRPC service on the same port; [`bootstrap`] what a new
+//! cluster starts with.
 #![forbid(unsafe_code)]
 
 pub mod alloc;
@@ -27,6 +30,7 @@ pub mod protobuf;
 pub mod read;
 pub mod request;
 pub mod server;
+pub mod serviceaccount;
 pub mod storage;
 pub mod table;
 pub mod tls;

@@ -33,6 +33,8 @@ pub struct ApiServer {
     pub audit: Option<crate::audit::Audit>,
     /// The range Service cluster IPs come from.
     pub service_cidr: crate::alloc::Cidr,
+    /// Signs and verifies ServiceAccount tokens.
+    pub sa_tokens: crate::serviceaccount::TokenSigner,
 }
 
 /// The identity the TLS layer established for a connection.
@@ -101,7 +103,10 @@ impl ApiServer {
             .and_then(|h| h.to_str().ok())
         {
             let token = auth.strip_prefix("Bearer ").map(str::trim)?;
-            return self.tokens.authenticate(token);
+            return self
+                .tokens
+                .authenticate(token)
+                .or_else(|| self.sa_tokens.authenticate(token, &self.cache));
         }
         peer.cert_user.clone()
     }
@@ -223,6 +228,20 @@ impl ApiServer {
                     encode(StatusCode::CREATED, &w.object, object_format),
                     &w.warnings,
                 ))
+            }
+            ("create", Some("token")) => {
+                let request = if body.is_empty() {
+                    json!({})
+                } else {
+                    decode_json_or_yaml(&body, false)?
+                };
+                let parent = Target {
+                    subresource: None,
+                    ..target.clone()
+                };
+                let sa = self.get(&parent, q).await?;
+                let resp = crate::serviceaccount::token_response(&self.sa_tokens, &sa, &request)?;
+                Ok(encode(StatusCode::CREATED, &resp, object_format))
             }
             ("create", Some("binding")) => {
                 let value = decode_body(content_type.as_deref(), &body)?;

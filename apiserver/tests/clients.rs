@@ -568,5 +568,75 @@ async fn authentication_rbac_and_the_node_authoriser() {
             .0,
         403
     );
+
+    // ServiceAccount tokens: issued by TokenRequest, authorised by RBAC, dead with the account.
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+    let sas = "/api/v1/namespaces/default/serviceaccounts";
+    assert_eq!(
+        raw(
+            &admin,
+            "POST",
+            sas,
+            "application/json",
+            sa.to_string().into_bytes()
+        )
+        .await
+        .0,
+        201
+    );
+    let (code, tr) = raw(&admin, "POST", &format!("{sas}/robot/token"), "application/json",
+        br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#.to_vec()).await;
+    assert_eq!(code, 201, "{tr}");
+    let token = tr["status"]["token"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let robot = client_as(&c, Some(&token), None).await;
+    let (code, status) = raw(&robot, "GET", cms, "application/json", vec![]).await;
+    assert_eq!(code, 403, "{status}");
+    assert!(status["message"]
+        .as_str()
+        .unwrap()
+        .contains("system:serviceaccount:default:robot"));
+    let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "robot-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "robot"}]});
+    assert_eq!(
+        raw(
+            &admin,
+            "POST",
+            path,
+            "application/json",
+            rb.to_string().into_bytes()
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        wait_allowed(robot.clone(), "GET", cms.to_string(), vec![]).await,
+        200
+    );
+    assert_eq!(
+        raw(
+            &admin,
+            "DELETE",
+            &format!("{sas}/robot"),
+            "application/json",
+            vec![]
+        )
+        .await
+        .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        raw(&robot, "GET", cms, "application/json", vec![]).await.0,
+        401
+    );
+    let forger = client_as(&c, Some(&format!("{token}x")), None).await;
+    assert_eq!(
+        raw(&forger, "GET", cms, "application/json", vec![]).await.0,
+        401
+    );
     c.stop().await;
 }
