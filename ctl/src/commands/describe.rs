@@ -125,7 +125,7 @@ pub fn describe(object: &Value, events: &[Value], now: Timestamp) -> String {
             if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") || is_empty(value) {
                 continue;
             }
-            outline(&title(key), value, 0, &mut out);
+            outline(&title(key), value, 0, 0, &mut out);
         }
     }
     out.push_str(&events_section(events, now));
@@ -181,14 +181,24 @@ fn scalar(value: &Value) -> String {
     }
 }
 
-fn outline(label: &str, value: &Value, depth: usize, out: &mut String) {
+/// The width of the widest scalar field label among an object's fields, for alignment.
+fn label_width(map: &serde_json::Map<String, Value>) -> usize {
+    map.iter()
+        .filter(|(_, v)| !is_empty(v) && !v.is_object() && !v.is_array())
+        .map(|(k, _)| title(k).len())
+        .max()
+        .unwrap_or(0)
+}
+
+fn outline(label: &str, value: &Value, depth: usize, width: usize, out: &mut String) {
     let indent = "  ".repeat(depth);
     match value {
         Value::Object(map) => {
             out.push_str(&format!("{indent}{label}:\n"));
+            let width = label_width(map);
             for (k, v) in map {
                 if !is_empty(v) {
-                    outline(&title(k), v, depth + 1, out);
+                    outline(&title(k), v, depth + 1, width, out);
                 }
             }
         }
@@ -202,13 +212,14 @@ fn outline(label: &str, value: &Value, depth: usize, out: &mut String) {
                 let mut inner = String::new();
                 match item {
                     Value::Object(map) => {
+                        let width = label_width(map);
                         for (k, v) in map {
                             if !is_empty(v) {
-                                outline(&title(k), v, depth + 2, &mut inner);
+                                outline(&title(k), v, depth + 2, width, &mut inner);
                             }
                         }
                     }
-                    other => outline("-", other, depth + 2, &mut inner),
+                    other => outline("-", other, depth + 2, 0, &mut inner),
                 }
                 // The first line of each item carries a dash.
                 let dash_at = indent.len() + 2;
@@ -218,7 +229,14 @@ fn outline(label: &str, value: &Value, depth: usize, out: &mut String) {
                 out.push_str(&inner);
             }
         }
-        other => out.push_str(&format!("{indent}{label}:  {}\n", scalar(other))),
+        other => {
+            let label = format!("{label}:");
+            out.push_str(&format!(
+                "{indent}{label:<width$}  {}\n",
+                scalar(other),
+                width = width + 1
+            ));
+        }
     }
 }
 
@@ -318,7 +336,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("      Containers:\n        - Args:  -g, daemon off;\n          Image:  nginx:1.27\n"), "{text}");
+        assert!(text.contains("      Containers:\n        - Args:  -g, daemon off;\n          Image:  nginx:1.27\n          Name:   nginx\n"), "{text}");
         assert!(!text.contains("Status:"), "{text}");
         assert!(text.contains("Events:\n  Type     Reason"), "{text}");
         assert!(

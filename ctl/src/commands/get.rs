@@ -195,7 +195,12 @@ async fn objects(
         }
     }
     let value = single.unwrap_or_else(|| printer::list_of(items));
-    out.text(&printer::render_object(format, &value)?)
+    let text = printer::render_object(format, &value)?;
+    match format {
+        // As kubectl prints it: exactly the template, no newline added.
+        Format::JsonPath(_) => out.raw(text.as_bytes()),
+        _ => out.text(&text),
+    }
 }
 
 async fn watch(

@@ -3,7 +3,7 @@
 
 use crate::client;
 use crate::commands::{container_of, pod_for};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::GlobalArgs;
 
@@ -49,7 +49,16 @@ pub async fn run(args: Args, global: &GlobalArgs, out: &mut Output) -> Result<()
     let container = container_of(&pod, args.container.as_deref())?;
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let uri = log_uri(&cluster.namespace, name, &container, &args);
-    let mut stream = cluster.stream(&uri, "application/json, */*").await?;
+    let mut stream = match cluster.stream(&uri, "application/json, */*").await {
+        Ok(stream) => stream,
+        Err(Error::Api(e)) if e.code == 405 => {
+            return Err(Error::Unsupported(format!(
+                "logs are not supported by this cluster yet: {}",
+                e.message
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     while let Some(chunk) = stream.chunk().await? {
         out.raw(&chunk)?;
     }

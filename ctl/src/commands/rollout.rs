@@ -120,7 +120,10 @@ pub async fn run(args: Args, global: &GlobalArgs, out: &mut Output) -> Result<()
                     "{label} skipped rollback (current template already matches revision {revision})"
                 ));
             }
-            let uri = client::object_path(info, Some(&cluster.namespace), &name);
+            let uri = client::with_query(
+                &client::object_path(info, Some(&cluster.namespace), &name),
+                &[("fieldManager", "kctl-rollout")],
+            );
             let patch = json!([{"op": "replace", "path": "/spec/template", "value": template}]);
             cluster.patch(&uri, JSON_PATCH, &patch).await?;
             out.line(format!("{label} rolled back"))
@@ -139,7 +142,10 @@ pub async fn run(args: Args, global: &GlobalArgs, out: &mut Output) -> Result<()
                 let patch = json!({"spec": {"template": {"metadata": {"annotations": {
                     RESTARTED_AT: now.to_string()}}}}});
                 for name in &target.names {
-                    let uri = client::object_path(target.info, Some(&cluster.namespace), name);
+                    let uri = client::with_query(
+                        &client::object_path(target.info, Some(&cluster.namespace), name),
+                        &[("fieldManager", "kctl-rollout")],
+                    );
                     cluster.patch(&uri, STRATEGIC_MERGE_PATCH, &patch).await?;
                     out.line(format!(
                         "{}/{name} restarted",

@@ -35,13 +35,16 @@ pub async fn run(args: Args, global: &GlobalArgs, out: &mut Output) -> Result<()
             )));
         }
         for name in &target.names {
-            let uri = format!(
-                "{}/scale",
-                client::object_path(
-                    target.info,
-                    client::scoped(target.info, &cluster.namespace),
-                    name
-                )
+            let uri = client::with_query(
+                &format!(
+                    "{}/scale",
+                    client::object_path(
+                        target.info,
+                        client::scoped(target.info, &cluster.namespace),
+                        name
+                    )
+                ),
+                &[("fieldManager", "kctl-scale")],
             );
             cluster
                 .patch(
