@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(kctl::run(cli, &mut out));
+    // Do not wait for a blocking read of standard input (`exec -i`) to end.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     let _ = out.flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -485,3 +485,101 @@ fn get_watch_prints_a_line_per_change() {
     let line = next();
     assert!(line.starts_with("second") && line.contains(" 2 "), "{line}");
 }
+
+#[test]
+fn prune_dry_run_directories_edit_and_rollout() {
+    let s = Server::start();
+    let dir = s.path("manifests");
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    let cm = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{app: shop}}}}\ndata: {{mode: blue}}\n")
+    };
+    std::fs::write(dir.join("a.yaml"), cm("a")).unwrap();
+    std::fs::write(dir.join("nested/b.yaml"), cm("b")).unwrap();
+    let d = dir.display().to_string();
+
+    // A directory: only its own files without -R, the nested ones too with it.
+    assert_eq!(
+        s.ok(&["apply", "-f", &d]),
+        "configmap/a serverside-applied\n"
+    );
+    assert_eq!(
+        s.ok(&["apply", "-R", "-f", &d, "--dry-run=server"]),
+        "configmap/a serverside-applied (server dry run)\nconfigmap/b serverside-applied (server dry run)\n"
+    );
+    assert!(s.fails(&["get", "cm", "b"]).contains("NotFound"));
+    s.ok(&["apply", "-R", "-f", &d]);
+
+    // --prune -l deletes what carries the selector but is no longer in the manifests.
+    std::fs::remove_file(dir.join("nested/b.yaml")).unwrap();
+    let out = s.ok(&["apply", "-R", "-f", &d, "--prune", "-l", "app=shop"]);
+    assert_eq!(out, "configmap/a serverside-applied\nconfigmap/b pruned\n");
+    assert_eq!(
+        s.ok(&["get", "cm", "-l", "app=shop", "-o", "name"]),
+        "configmap/a\n"
+    );
+
+    // edit: the editor's change is sent as an update; no change cancels.
+    let out = s
+        .command(&["edit", "cm", "a"])
+        .env("EDITOR", "sed -i s/blue/green/")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "configmap/a edited\n");
+    assert_eq!(
+        s.ok(&["get", "cm", "a", "-o", "jsonpath={.data.mode}"]),
+        "green"
+    );
+    let out = s
+        .command(&["edit", "cm/a"])
+        .env("EDITOR", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Edit cancelled, no changes made.\n"
+    );
+
+    // rollout: status without a controller, history and undo from owned ReplicaSets.
+    s.ok_stdin(&["apply", "-f", "-"], Some(WEB));
+    let out = s.ok(&["rollout", "status", "deploy/web", "--watch=false"]);
+    assert_eq!(
+        out,
+        "Waiting for deployment spec update to be observed...\n"
+    );
+    let err = s.fails(&["rollout", "status", "deploy/web", "--timeout=1s"]);
+    assert!(err.contains("timed out"), "{err}");
+    let uid = s.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let rs = |revision: u32, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-{revision}\n  labels: {{app: web}}\n  annotations: {{deployment.kubernetes.io/revision: \"{revision}\"}}\n  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: {uid}, controller: true}}]\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web, pod-template-hash: h{revision}}}}}\n    spec:\n      containers: [{{name: nginx, image: \"{image}\"}}]\n"
+        )
+    };
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "{}---\n{}",
+            rs(1, "nginx:1.26"),
+            rs(2, "nginx:1.27")
+        )),
+    );
+    let out = s.ok(&["rollout", "history", "deploy/web"]);
+    assert_eq!(
+        out,
+        "deployment.apps/web\nREVISION   CHANGE-CAUSE\n1          <none>\n2          <none>\n"
+    );
+    assert_eq!(
+        s.ok(&["rollout", "undo", "deploy/web"]),
+        "deployment.apps/web rolled back\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "nginx:1.26"
+    );
+}
