@@ -219,11 +219,8 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
-    /// The next piece of the body as it arrived; `None` at the end.
-    pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
-        if !self.buffer.is_empty() {
-            return Ok(Some(std::mem::take(&mut self.buffer)));
-        }
+    /// The next non-empty data frame; `None` at the end.
+    async fn next_data(&mut self) -> Result<Option<Vec<u8>>> {
         loop {
             match self.body.frame().await {
                 None => return Ok(None),
@@ -233,15 +230,20 @@ impl Stream {
                         source: Box::new(source),
                     })
                 }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Ok(Some(data.to_vec()));
-                        }
-                    }
-                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => return Ok(Some(data.to_vec())),
+                    _ => {}
+                },
             }
         }
+    }
+
+    /// The next piece of the body as it arrived; `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if !self.buffer.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.buffer)));
+        }
+        self.next_data().await
     }
 
     /// The next full line (without its newline); a last line without one is returned too.
@@ -253,23 +255,7 @@ impl Stream {
                 line.pop();
                 return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
             }
-            let more = loop {
-                match self.body.frame().await {
-                    None => break None,
-                    Some(Err(source)) => {
-                        return Err(Error::Connect {
-                            server: self.server.clone(),
-                            source: Box::new(source),
-                        })
-                    }
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            break Some(data);
-                        }
-                    }
-                }
-            };
-            match more {
+            match self.next_data().await? {
                 Some(data) => self.buffer.extend_from_slice(&data),
                 None if self.buffer.is_empty() => return Ok(None),
                 None => {

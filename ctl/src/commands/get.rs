@@ -61,6 +61,7 @@ fn namespace_of<'a>(args: &Args, cluster: &'a Cluster, target: &Target) -> Optio
     }
 }
 
+/// The collection URL of a target with the `-l` and `--field-selector` filters.
 fn list_uri(args: &Args, cluster: &Cluster, target: &Target, extra: &[(&str, &str)]) -> String {
     let mut query = vec![
         (
@@ -218,33 +219,32 @@ async fn watch(
             ))
         }
     };
-    let by_name = target
-        .names
-        .first()
-        .map(|n| format!("metadata.name={n}"))
-        .unwrap_or_default();
+    // A named watch lists and watches the collection filtered to that name, as kubectl does.
     let mut field_selector = args.field_selector.clone().unwrap_or_default();
-    if !by_name.is_empty() {
+    if let Some(name) = target.names.first() {
         if !field_selector.is_empty() {
             field_selector.push(',');
         }
-        field_selector.push_str(&by_name);
+        field_selector.push_str(&format!("metadata.name={name}"));
     }
-    let query_args = Args {
-        field_selector: Some(field_selector),
-        resources: Vec::new(),
-        output: String::new(),
-        selector: args.selector.clone(),
-        all_namespaces: args.all_namespaces,
-        watch: true,
-        show_labels: args.show_labels,
-        no_headers: args.no_headers,
+    let namespace = namespace_of(args, cluster, target);
+    let collection = client::collection_path(target.info, namespace);
+    let uri_with = |extra: &[(&str, &str)]| {
+        let mut query = vec![
+            (
+                "labelSelector",
+                args.selector.as_deref().unwrap_or_default(),
+            ),
+            ("fieldSelector", field_selector.as_str()),
+        ];
+        query.extend_from_slice(extra);
+        client::with_query(&collection, &query)
     };
     let listing = Target {
         info: target.info,
         names: Vec::new(),
     };
-    let uri = list_uri(&query_args, cluster, &listing, &[]);
+    let uri = uri_with(&[]);
     let accept_table = format.is_table();
     let initial = if accept_table {
         expect_table(cluster.get_table(&uri).await?, &uri)?
@@ -278,15 +278,10 @@ async fn watch(
         }
     }
     out.flush()?;
-    let watch_uri = list_uri(
-        &query_args,
-        cluster,
-        &listing,
-        &[
-            ("watch", "true"),
-            ("resourceVersion", resource_version.as_str()),
-        ],
-    );
+    let watch_uri = uri_with(&[
+        ("watch", "true"),
+        ("resourceVersion", resource_version.as_str()),
+    ]);
     let mut stream = cluster
         .stream(
             &watch_uri,
