@@ -89,3 +89,57 @@ pub fn exit_code(error: &Error) -> u8 {
         _ => 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "kctl",
+            "get",
+            "pods",
+            "-n",
+            "prod",
+            "-o",
+            "wide",
+            "--context",
+            "c",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("prod"));
+        assert_eq!(cli.global.context.as_deref(), Some("c"));
+        let Command::Get(get) = cli.command else {
+            panic!("not get")
+        };
+        assert_eq!(get.output, "wide");
+        let cli = Cli::try_parse_from([
+            "kctl",
+            "--kubeconfig",
+            "/k",
+            "delete",
+            "deploy",
+            "web",
+            "--wait=false",
+        ])
+        .unwrap();
+        let Command::Delete(delete) = cli.command else {
+            panic!("not delete")
+        };
+        assert!(!delete.wait);
+        assert!(Cli::try_parse_from(["kctl", "exec", "p", "--", "ls", "-l"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["kctl", "rollout", "status", "deploy/web", "--watch=false"])
+                .is_ok()
+        );
+        assert!(Cli::try_parse_from(["kctl", "port-forward", "p", "8080:80"]).is_ok());
+        assert!(Cli::try_parse_from(["kctl", "create", "ns", "demo"]).is_ok());
+    }
+}
