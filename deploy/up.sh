@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "building berth (release)"
-cargo build --release -p berth
+step "building berth and kctl (release)"
+cargo build --release -p berth -p kctl
 
 data=.berth/server
 mkdir -p "$data"
@@ -36,6 +36,9 @@ kubectl apply -f deploy/examples/web.yaml
 
 step "kubectl get deployments,services,configmaps -o wide"
 kubectl get deployments,services,configmaps -o wide
+
+step "the same through kctl: kctl get deploy,svc"
+"$target"/release/kctl get deploy,svc
 
 cat >&2 <<MSG
 
