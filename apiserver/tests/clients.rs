@@ -60,6 +60,16 @@ fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
     }
 }
 
+/// A bad request: what it is, method, content type, body, expected code and reason.
+type Case = (
+    &'static str,
+    String,
+    &'static str,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 /// Sends a raw request; returns the status code and the body as JSON (or a string).
 async fn raw(client: &Client, method: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
     let req = http::Request::builder()
@@ -224,7 +234,7 @@ async fn bad_input_gets_a_status_and_changes_nothing() {
     assert_eq!(code, 201);
     let before = raw(&client, "GET", cms, json, vec![]).await.1["items"].clone();
 
-    let cases: Vec<(&str, String, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "invalid YAML",
             "POST".into(),
