@@ -4,8 +4,16 @@
 //! Both take the document by reference and return a new one, so a patch that fails half-way
 //! leaves nothing changed.
 
+use std::io;
+
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+/// The most bytes (as compact JSON) the `copy` operations of one JSON patch may copy in all, as
+/// Kubernetes' `JSONPatchMaxCopyBytes` (3 MiB). Without it a patch of a few dozen operations,
+/// each copying the whole document into itself, doubles the document each time and exhausts
+/// the server's memory.
+pub const MAX_COPY_BYTES: usize = 3 * 1024 * 1024;
 
 /// Why a JSON patch could not be applied.
 ///
@@ -40,9 +48,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value> {
     let ops = patch.as_array().ok_or(Error::NotAList)?;
     let mut doc = doc.clone();
+    let mut copied = 0;
     for (index, op) in ops.iter().enumerate() {
         let op = Op::parse(index, op)?;
-        op.apply(index, &mut doc)?;
+        op.apply(index, &mut doc, &mut copied)?;
     }
     Ok(doc)
 }
@@ -199,7 +208,8 @@ impl Op {
         }
     }
 
-    fn apply(self, index: usize, doc: &mut Value) -> Result<()> {
+    /// Applies the operation; `copied` is what the patch's copies so far have copied, in bytes.
+    fn apply(self, index: usize, doc: &mut Value, copied: &mut usize) -> Result<()> {
         let op = self.name();
         let fail = |path: &Pointer, reason: String| Error::Failed {
             index,
@@ -232,7 +242,19 @@ impl Op {
                 add(doc, &path.tokens, value).map_err(|r| fail(path, r))
             }
             Kind::Copy(from) => {
-                let value = get(doc, &from.tokens).map_err(|r| fail(&from, r))?.clone();
+                let value = get(doc, &from.tokens).map_err(|r| fail(&from, r))?;
+                let budget = MAX_COPY_BYTES - *copied;
+                let size = json_len_up_to(value, budget);
+                if size > budget {
+                    return Err(fail(
+                        &from,
+                        format!(
+                            "the patch's copies exceed the limit of {MAX_COPY_BYTES} bytes copied"
+                        ),
+                    ));
+                }
+                *copied += size;
+                let value = value.clone();
                 add(doc, &path.tokens, value).map_err(|r| fail(path, r))
             }
             Kind::Test(expected) => {
@@ -250,6 +272,30 @@ impl Op {
             }
         }
     }
+}
+
+/// The length of `value` as compact JSON, or `limit + 1` when it is longer than `limit` (the
+/// value is written out only that far).
+fn json_len_up_to(value: &Value, limit: usize) -> usize {
+    struct Counter {
+        len: usize,
+        limit: usize,
+    }
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.len += buf.len();
+            if self.len > self.limit {
+                return Err(io::Error::other("too long"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { len: 0, limit };
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.len.min(limit.saturating_add(1))
 }
 
 /// An array index as RFC 6901 spells it: `0` or digits without a leading zero.
@@ -461,6 +507,51 @@ mod tests {
                 json!([{"op": "move", "from": "/d", "path": "/d"}])
             ),
             doc
+        );
+    }
+
+    /// Found by the `patch` fuzz target: copying the whole document into itself doubles it, and
+    /// 40 such operations (under 2 KB of patch) ran the process out of memory.
+    #[test]
+    fn copies_are_limited_in_total() {
+        let doc = json!({"a": "0123456789abcdef"});
+        let ops: Vec<Value> = (0..40)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/x{i}")}))
+            .collect();
+        let err = patch_err(doc.clone(), Value::Array(ops));
+        let Error::Failed {
+            index,
+            op,
+            path,
+            reason,
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((*op, path.as_str()), ("copy", ""));
+        assert!((16..24).contains(index), "{err}");
+        assert!(
+            reason.contains("exceed the limit of 3145728 bytes"),
+            "{reason}"
+        );
+
+        // The limit is on the patch's copies in all, not on each one.
+        let big = "x".repeat(MAX_COPY_BYTES / 2);
+        let ops = json!([
+            {"op": "copy", "from": "/big", "path": "/b"},
+            {"op": "copy", "from": "/big", "path": "/c"},
+        ]);
+        let err = patch_err(json!({"big": big}), ops);
+        assert!(matches!(err, Error::Failed { index: 1, .. }), "{err}");
+
+        // Copies within the limit work as before.
+        let ops: Vec<Value> = (0..10)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/x{i}")}))
+            .collect();
+        let out = patch(doc, Value::Array(ops));
+        assert_eq!(
+            out.pointer("/x9/x8/x7/x0/a"),
+            Some(&json!("0123456789abcdef"))
         );
     }
 
