@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use berth_api::fields::FieldSelector;
 use berth_api::labels::Selector;
@@ -435,7 +435,34 @@ pub fn list_response(info: &'static ResourceInfo, result: &ListResult, format: F
             }
             encode(StatusCode::OK, &t, Format::Table)
         }
-        f => encode(StatusCode::OK, &list_body(info, result), f),
+        Format::Json => {
+            // Serialised straight from the cached objects: no deep copy of every item.
+            #[derive(serde::Serialize)]
+            struct Body<'a> {
+                kind: String,
+                #[serde(rename = "apiVersion")]
+                api_version: String,
+                metadata: Value,
+                items: Vec<&'a Value>,
+            }
+            let mut metadata = json!({"resourceVersion": result.revision.to_string()});
+            if let Some(t) = &result.continue_token {
+                metadata["continue"] = Value::String(t.clone());
+            }
+            let body = Body {
+                kind: info.list_kind(),
+                api_version: info.api_version(),
+                metadata,
+                items: result.items.iter().map(|v| v.as_ref()).collect(),
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+                .into_response()
+        }
+        Format::Yaml => encode(StatusCode::OK, &list_body(info, result), Format::Yaml),
     }
 }
 
