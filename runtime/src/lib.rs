@@ -16,3 +16,6 @@
 pub mod cgroups;
 pub mod image;
 pub mod logs;
+pub mod container;
+pub mod cli;
+pub mod shim;

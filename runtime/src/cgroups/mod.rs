@@ -76,3 +76,4 @@ pub trait Cgroups: Send + Sync + std::fmt::Debug {
     /// namespace roots at (v2: the unified dir; v1: the memory controller's).
     fn dir(&self, path: &str) -> PathBuf;
 }
+
