@@ -152,12 +152,11 @@ pub trait Cgroups: Send + Sync + std::fmt::Debug {
 /// mounts in `/proc/self/mountinfo`.
 pub fn detect() -> Result<Box<dyn Cgroups>> {
     let root = Path::new(DEFAULT_ROOT);
-    let st = nix::sys::statfs::statfs(root).map_err(|e| Error::io(root, e.into()))?;
-    let is_cgroup2 = st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC;
+    let is_cgroup2 = is_cgroup2_mount(root)?;
     let mountinfo = if is_cgroup2 {
         String::new()
     } else {
-        read_string(Path::new("/proc/self/mountinfo"))?
+        read_string(Path::new(MOUNTINFO))?
     };
     match decide(is_cgroup2, root, &mountinfo)? {
         Layout::V2(root) => {
@@ -171,6 +170,14 @@ pub fn detect() -> Result<Box<dyn Cgroups>> {
     }
 }
 
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// Whether `path` is the root of a cgroup2 filesystem (statfs magic `CGROUP2_SUPER_MAGIC`).
+pub fn is_cgroup2_mount(path: &Path) -> Result<bool> {
+    let st = nix::sys::statfs::statfs(path).map_err(|e| Error::io(path, e.into()))?;
+    Ok(st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
 /// What [`detect`] found, before building it.
 #[derive(Debug, PartialEq, Eq)]
 enum Layout {
@@ -182,15 +189,21 @@ fn decide(root_is_cgroup2: bool, root: &Path, mountinfo: &str) -> Result<Layout>
     if root_is_cgroup2 {
         return Ok(Layout::V2(root.to_path_buf()));
     }
+    v1_layout(mountinfo)
+        .map(Layout::V1)
+        .map_err(|err| Error::NoHierarchy(format!("{} is not cgroup2 and {err}", root.display())))
+}
+
+/// The v1 controller mounts in `mountinfo`, or why they are no use.
+fn v1_layout(mountinfo: &str) -> Result<BTreeMap<String, PathBuf>, String> {
     let mounts = v1_mounts(mountinfo);
     if !v1::CONTROLLERS.iter().any(|c| mounts.contains_key(*c)) {
-        return Err(Error::NoHierarchy(format!(
-            "{} is not cgroup2 and /proc/self/mountinfo has none of the v1 controllers {:?}",
-            root.display(),
+        return Err(format!(
+            "{MOUNTINFO} has none of the v1 controllers {:?}",
             v1::CONTROLLERS
-        )));
+        ));
     }
-    Ok(Layout::V1(mounts))
+    Ok(mounts)
 }
 
 /// Every v1 controller's mount point, from the text of `/proc/self/mountinfo`. Only

@@ -9,8 +9,9 @@ use tracing::debug;
 
 use super::{
     child_names, dirs_depth_first, keyed, kill_until_empty, mkdir, parse_pids, read_optional,
-    read_procs, read_string, read_u64, relative, remove_tree, wait_for, write_file, write_limit,
-    Cgroups, Error, Freezer, Resources, Result, Stats, DEFAULT_KILL_TIMEOUT, DEFAULT_ROOT,
+    read_procs, read_string, read_u64, relative, remove_tree, v1_layout, wait_for, write_file,
+    write_limit, Cgroups, Error, Freezer, Resources, Result, Stats, DEFAULT_KILL_TIMEOUT,
+    DEFAULT_ROOT, MOUNTINFO,
 };
 
 /// The controllers a container's cgroup is made in, when mounted.
@@ -48,6 +49,14 @@ impl Cgroupv1 {
             mounts,
             kill_timeout: DEFAULT_KILL_TIMEOUT,
         }
+    }
+
+    /// The v1 controllers mounted on this host, from `/proc/self/mountinfo` (cgroup2
+    /// mounts, such as a hybrid host's `/sys/fs/cgroup/unified`, are not looked at).
+    pub fn from_host() -> Result<Self> {
+        let mountinfo = read_string(Path::new(MOUNTINFO))?;
+        let mounts = v1_layout(&mountinfo).map_err(Error::NoHierarchy)?;
+        Ok(Cgroupv1::new(mounts))
     }
 
     /// How long `kill_all` waits for the cgroup to empty.
