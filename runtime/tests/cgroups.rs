@@ -602,3 +602,82 @@ fn v2_guard_cleans_up_after_a_panic() {
         guard_cleans_up_after_a_panic(&cg, &dirs);
     }
 }
+
+/// A hybrid host's cgroup2 mount (`/sys/fs/cgroup/unified`), which has no memory, cpu or
+/// pids controller but the whole core interface: `cgroup.procs`, `cgroup.kill`,
+/// `cgroup.freeze`, `cpu.stat`.
+fn hybrid_unified(test: &str) -> Option<Cgroupv2> {
+    if host_is_v2() {
+        eprintln!("{test}: skipped: pure v2 host, covered by the v2_ tests");
+        return None;
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo.lines().find_map(|l| {
+        let (before, after) = l.split_once(" - ")?;
+        (after.split(' ').next() == Some("cgroup2")).then(|| before.split(' ').nth(4))?
+    });
+    match mount {
+        Some(m) => Some(Cgroupv2::new(PathBuf::from(m))),
+        None => {
+            eprintln!("{test}: skipped: no cgroup2 mount on this v1 host");
+            None
+        }
+    }
+}
+
+#[test]
+fn v2_core_interface_on_the_hybrid_unified_mount() {
+    let Some(cg) = hybrid_unified("v2_core_interface_on_the_hybrid_unified_mount") else {
+        return;
+    };
+    let offered = std::fs::read_to_string(cg.root().join("cgroup.controllers")).unwrap();
+    let g = Guard::create(&cg, &Resources::default());
+    let (a, b) = (g.sub("a"), g.sub("b"));
+    cg.create(&a, &Resources::default()).unwrap();
+    cg.create(&b, &Resources::default()).unwrap();
+    if !offered.split_whitespace().any(|c| c == "memory") {
+        let err = cg
+            .update(
+                &a,
+                &Resources {
+                    memory_limit: Some(1 << 20),
+                    ..Resources::default()
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("memory.max"), "{err}");
+    }
+
+    let before = cg.stats(&g.path).unwrap().cpu_usage_ns;
+    let mut busy = spawn_in(&cg, &a, "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done");
+    release(&mut busy);
+    assert!(wait_timeout(&mut busy, Duration::from_secs(60)).success());
+    let after = cg.stats(&g.path).unwrap().cpu_usage_ns;
+    assert!(
+        after >= before + 20_000_000,
+        "cpu.stat went from {before} to {after} ns"
+    );
+
+    let mut kids: Vec<Child> = (0..2)
+        .map(|_| spawn_in(&cg, &a, "exec sleep 600"))
+        .collect();
+    kids.push(spawn_in(
+        &cg,
+        &b,
+        "sleep 600 & sh -c 'sleep 600 & wait' & wait",
+    ));
+    for k in &mut kids {
+        release(k);
+    }
+    assert!(eventually(Duration::from_secs(10), || {
+        cg.procs(&a).unwrap().len() == 2 && cg.procs(&b).unwrap().len() == 4
+    }));
+    let statuses = g.kill(&mut kids);
+    assert!(
+        statuses.iter().all(|s| s.signal() == Some(libc::SIGKILL)),
+        "{statuses:?}"
+    );
+    assert!(cg.procs(&a).unwrap().is_empty() && cg.procs(&b).unwrap().is_empty());
+    cg.remove(&g.path).unwrap();
+    assert!(!cg.dir(&g.path).exists());
+}

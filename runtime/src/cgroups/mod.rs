@@ -503,7 +503,9 @@ fn kill_until_empty(
         };
         let listed = list();
         if let Ok(pids) = &listed {
-            for &pid in pids {
+            // A process outside our pid namespace is listed as 0, and kill(0) would hit our
+            // own process group: only positive pids are signalled.
+            for &pid in pids.iter().filter(|p| **p > 0) {
                 match kill(Pid::from_raw(pid), Signal::SIGKILL) {
                     Ok(()) | Err(Errno::ESRCH) => {}
                     Err(err) => warn!(%err, pid, path = %path.display(), "kill failed"),

@@ -573,6 +573,21 @@ mod tests {
         s.cg.kill_all("berth/a").unwrap();
         assert_eq!(s.read("berth/a", "cgroup.kill"), "1");
 
+        // A process that never goes away: a clear error naming the cgroup and the pid.
+        fs::write(s.root.join("berth/a/cgroup.procs"), "2147483647\n").unwrap();
+        let cg = s.cg.clone().with_kill_timeout(Duration::from_millis(50));
+        let err = cg.kill_all("berth").unwrap_err();
+        assert!(
+            matches!(&err, Error::KillTimeout { pids, .. } if pids == &[i32::MAX]),
+            "{err}"
+        );
+        assert!(err.to_string().contains("berth"), "{err}");
+        assert_eq!(
+            s.read("berth", "cgroup.freeze"),
+            "0",
+            "thawed after giving up"
+        );
+
         let bare = tempfile::tempdir().unwrap();
         fs::create_dir_all(bare.path().join("berth/x/y")).unwrap();
         fs::create_dir_all(bare.path().join("berth/z")).unwrap();
