@@ -16,3 +16,4 @@
 pub mod cgroups;
 pub mod image;
 pub mod logs;
+pub mod pause;
