@@ -69,9 +69,15 @@ unsafe fn syscall4(nr: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> isi
 }
 
 fn exit(code: usize) -> ! {
-    // SAFETY: exit_group takes no pointers and does not return.
-    unsafe { syscall4(SYS_EXIT_GROUP, code, 0, 0, 0) };
-    loop {}
+    // SAFETY: exit_group takes no pointers and never returns, so control cannot fall through.
+    unsafe {
+        asm!(
+            "syscall",
+            in("rax") SYS_EXIT_GROUP,
+            in("rdi") code,
+            options(noreturn, nostack),
+        )
+    }
 }
 
 fn die(msg: &[u8]) -> ! {
@@ -107,6 +113,11 @@ extern "C" fn pause_main() -> ! {
         // SIGCHLD, or -EINTR after a stop and continue: reap at the top of the loop.
     }
 }
+
+/// Never called (panics abort), but precompiled `core` refers to it when the linker does not
+/// drop the unused unwinding code, as in unoptimised builds.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
 
 #[panic_handler]
 fn panic(_info: &PanicInfo<'_>) -> ! {
