@@ -14,8 +14,9 @@
 //! This crate may use `unsafe`, each block with a `// SAFETY:` comment.
 
 pub mod cgroups;
+pub mod cli;
+pub mod container;
 pub mod image;
 pub mod logs;
-pub mod container;
-pub mod cli;
+pub mod pause;
 pub mod shim;
