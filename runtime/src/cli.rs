@@ -138,8 +138,12 @@ pub enum Command {
 /// Parse `UID[:GID]` (numeric).
 fn parse_user(s: &str) -> anyhow::Result<(u32, u32)> {
     let (u, g) = s.split_once(':').unwrap_or((s, s));
-    let uid = u.parse().with_context(|| format!("--user {s}: uid must be numeric"))?;
-    let gid = g.parse().with_context(|| format!("--user {s}: gid must be numeric"))?;
+    let uid = u
+        .parse()
+        .with_context(|| format!("--user {s}: uid must be numeric"))?;
+    let gid = g
+        .parse()
+        .with_context(|| format!("--user {s}: gid must be numeric"))?;
     Ok((uid, gid))
 }
 
@@ -171,9 +175,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
 }
 
 fn init_tracing(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        if cli.debug { "debug" } else { "warn" }.into()
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| if cli.debug { "debug" } else { "warn" }.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let file = cli.log.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()
@@ -359,7 +362,11 @@ fn list(root: &Root, format: &str, quiet: bool) -> anyhow::Result<()> {
     let out = if format == "json" {
         serde_json::to_string(&states)?
     } else if quiet {
-        states.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join("\n")
+        states
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     } else {
         let mut t = String::from("ID\tPID\tSTATUS\tBUNDLE\tCREATED\n");
         for s in &states {

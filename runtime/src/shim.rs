@@ -117,7 +117,11 @@ fn report(out: &mut impl Write, msg: &str) {
 
 fn monitor(args: ShimArgs, cg: &dyn Cgroups, mut report_w: fs::File) -> i32 {
     // Nothing may keep the caller's stdout pipe open but `report_w`.
-    if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         let _ = nix::unistd::dup2_stdin(&null);
         let _ = nix::unistd::dup2_stdout(&null);
     }
@@ -125,8 +129,7 @@ fn monitor(args: ShimArgs, cg: &dyn Cgroups, mut report_w: fs::File) -> i32 {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     let _ = mask.thread_block();
-    let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-    {
+    let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
         Err(e) => {
             let _ = report_w.write_all(format!("error signalfd: {e}\n").as_bytes());
@@ -190,7 +193,7 @@ fn monitor(args: ShimArgs, cg: &dyn Cgroups, mut report_w: fs::File) -> i32 {
 
     let mut exec_error: Option<Vec<u8>> = None;
     let mut sync = Some(created.sync);
-    let mut streams = vec![(out_r, Stream::Stdout, true), (err_r, Stream::Stderr, true)];
+    let mut streams = [(out_r, Stream::Stdout, true), (err_r, Stream::Stderr, true)];
     let mut status: Option<WaitStatus> = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut drain_deadline: Option<std::time::Instant> = None;

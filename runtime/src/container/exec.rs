@@ -121,12 +121,11 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions, cg: &dyn Cgroups) -> Resu
     } else {
         None
     };
-    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
-        Error::Process {
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Process {
             what: "pipe".into(),
             source: e.into(),
-        }
-    })?;
+        })?;
 
     // SAFETY: single-threaded by this function's contract.
     match unsafe { fork() }.map_err(|e| Error::Process {
@@ -173,7 +172,11 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions, cg: &dyn Cgroups) -> Resu
                 reaped = relay(p.master, child);
             }
             loop {
-                match reaped.take().map(Ok).unwrap_or_else(|| waitpid(child, None)) {
+                match reaped
+                    .take()
+                    .map(Ok)
+                    .unwrap_or_else(|| waitpid(child, None))
+                {
                     Ok(WaitStatus::Exited(_, c)) => return Ok(c),
                     Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
                     Ok(_) | Err(nix::Error::EINTR) => continue,

@@ -132,12 +132,10 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
         .as_ref()
         .ok_or_else(|| Error::Invalid("config has no process".into()))?;
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
-            Error::Sys {
-                what: "set oom_score_adj".into(),
-                path: "/proc/self/oom_score_adj".into(),
-                source: e,
-            }
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| Error::Sys {
+            what: "set oom_score_adj".into(),
+            path: "/proc/self/oom_score_adj".into(),
+            source: e,
         })?;
     }
 
@@ -154,13 +152,7 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
     };
 
     if let Some(rootfs) = &ctx.rootfs {
-        mounts::setup_rootfs(
-            &ctx.spec,
-            rootfs,
-            &ctx.facts,
-            ctx.new_cgroupns,
-            in_userns,
-        )?;
+        mounts::setup_rootfs(&ctx.spec, rootfs, &ctx.facts, ctx.new_cgroupns, in_userns)?;
     }
     if let Some(linux) = ctx.spec.linux() {
         for (key, value) in linux.sysctl().iter().flatten() {
@@ -269,7 +261,14 @@ pub(crate) fn exec_process(
     let path_c = mounts::cpath(&resolved)?;
     // Nothing the runtime held open may leak into the workload.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our descriptors.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if nnp {
         // Last, so nothing between here and execve is filtered.
         security::apply_seccomp(seccomp)?;

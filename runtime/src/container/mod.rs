@@ -431,10 +431,7 @@ pub fn validate(spec: &Spec, rootfs: Option<&Rootfs>, bundle: &Path) -> Result<(
             )));
         }
     }
-    let namespaces = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref());
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
     if !namespaces
         .into_iter()
         .flatten()
@@ -583,10 +580,12 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
     // SAFETY: this process is single-threaded (the CLI or a shim; documented contract of
     // `create`), so the child may run ordinary Rust code on its copy of our memory. The
     // stack outlives the call in the parent and is the child's own copy in the child.
-    let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| Error::Process {
-            what: "clone container init".into(),
-            source: e.into(),
+    let pid =
+        unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| {
+            Error::Process {
+                what: "clone container init".into(),
+                source: e.into(),
+            }
         })?;
     drop(child_sock);
     rec.init = ProcId::of(pid.as_raw()).unwrap_or(ProcId {
@@ -600,7 +599,8 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         let _ = nix::sys::wait::waitpid(pid, None);
         e
     };
-    cg.add_process(&rec.cgroup, pid.as_raw()).map_err(|e| kill_child(e.into()))?;
+    cg.add_process(&rec.cgroup, pid.as_raw())
+        .map_err(|e| kill_child(e.into()))?;
     if userns {
         write_id_maps(spec, pid.as_raw()).map_err(kill_child)?;
     }

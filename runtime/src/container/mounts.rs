@@ -327,7 +327,12 @@ pub fn setup_rootfs(
             readonly(Path::new(p))?;
         }
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         mount(
             None::<&str>,
             "/",
@@ -341,7 +346,9 @@ pub fn setup_rootfs(
 }
 
 fn escape_overlay(s: &str) -> String {
-    s.replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
+    s.replace('\\', "\\\\")
+        .replace(':', "\\:")
+        .replace(',', "\\,")
 }
 
 fn mount_one(
@@ -470,14 +477,8 @@ fn mount_cgroup(
         )
         .map_err(sys("mount cgroup2", dest));
     }
-    mount(
-        Some("tmpfs"),
-        dest,
-        Some("tmpfs"),
-        flags,
-        Some("mode=755"),
-    )
-    .map_err(sys("mount cgroup tmpfs", dest))?;
+    mount(Some("tmpfs"), dest, Some("tmpfs"), flags, Some("mode=755"))
+        .map_err(sys("mount cgroup tmpfs", dest))?;
     for (name, controllers) in &facts.cgroup_v1 {
         if name.contains('/') || name == "unified" {
             continue;
@@ -549,11 +550,12 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
 
 fn populate_dev(root: &Path, devices: Option<&[LinuxDevice]>, in_userns: bool) -> Result<()> {
     let dev = root.join("dev");
-    let mut wanted: Vec<(PathBuf, SFlag, u64, u64, u32, Option<u32>, Option<u32>)> =
-        DEFAULT_DEVICES
-            .iter()
-            .map(|(n, ma, mi)| (dev.join(n), SFlag::S_IFCHR, *ma, *mi, 0o666, None, None))
-            .collect();
+    // (path, kind, major, minor, mode, uid, gid)
+    type Node = (PathBuf, SFlag, u64, u64, u32, Option<u32>, Option<u32>);
+    let mut wanted: Vec<Node> = DEFAULT_DEVICES
+        .iter()
+        .map(|(n, ma, mi)| (dev.join(n), SFlag::S_IFCHR, *ma, *mi, 0o666, None, None))
+        .collect();
     for d in devices.unwrap_or_default() {
         let kind = match d.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
@@ -737,8 +739,15 @@ mod tests {
     #[test]
     fn options_split_into_flags_propagation_and_data() {
         let o = parse_options(
-            &["nosuid", "strictatime", "mode=755", "size=65536k", "rprivate", "ro"]
-                .map(String::from),
+            &[
+                "nosuid",
+                "strictatime",
+                "mode=755",
+                "size=65536k",
+                "rprivate",
+                "ro",
+            ]
+            .map(String::from),
         );
         assert_eq!(
             o.flags,

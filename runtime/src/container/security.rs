@@ -6,8 +6,7 @@ use std::str::FromStr;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, PosixRlimit,
-    Process,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, PosixRlimit, Process,
 };
 use seccompiler::BpfProgram;
 
@@ -163,7 +162,10 @@ pub fn finalize_user_and_caps(process: &Process) -> Result<()> {
     // Inheritable first (while CAP_SETPCAP is still effective), then effective, then
     // permitted: each capset must keep effective within permitted.
     for (which, wanted) in [
-        (CapSet::Inheritable, caps.and_then(|c| c.inheritable().as_ref())),
+        (
+            CapSet::Inheritable,
+            caps.and_then(|c| c.inheritable().as_ref()),
+        ),
         (CapSet::Effective, caps.and_then(|c| c.effective().as_ref())),
         (CapSet::Permitted, caps.and_then(|c| c.permitted().as_ref())),
     ] {
@@ -296,7 +298,11 @@ pub fn compile_seccomp(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
             continue;
         }
         // This filter: listed calls get `act`; the rest are left to the default filter.
-        programs.push(compile_group(act, seccompiler::SeccompAction::Allow, rules)?);
+        programs.push(compile_group(
+            act,
+            seccompiler::SeccompAction::Allow,
+            rules,
+        )?);
     }
     if default != seccompiler::SeccompAction::Allow {
         // The default filter: calls listed with any action pass it; everything else gets
