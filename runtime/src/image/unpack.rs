@@ -451,14 +451,19 @@ impl Extractor<'_> {
                 )
             })
         };
-        // The tar crate already applies PAX uid/gid to the header.
-        let uid = id(header.uid().map_err(|e| bad("uid", e))?, "uid")?;
-        let gid = id(header.gid().map_err(|e| bad("gid", e))?, "gid")?;
-        let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let mut mtime = TimeSpec::new(
-            i64::try_from(header.mtime().map_err(|e| bad("mtime", e))?).unwrap_or(i64::MAX),
-            0,
-        );
+        // The tar crate already applies PAX uid/gid to the header. An empty numeric field
+        // reads as 0, as Go's archive/tar (and so Docker and containerd) reads it.
+        let old = header.as_old();
+        let num = |v: io::Result<u64>, raw: &[u8], what: &str| match v {
+            Ok(v) => Ok(v),
+            Err(_) if raw.iter().all(|b| matches!(b, 0 | b' ')) => Ok(0),
+            Err(e) => Err(bad(what, e)),
+        };
+        let uid = id(num(header.uid(), &old.uid, "uid")?, "uid")?;
+        let gid = id(num(header.gid(), &old.gid, "gid")?, "gid")?;
+        let mode = num(header.mode().map(u64::from), &old.mode, "mode")? as u32 & 0o7777;
+        let mtime_secs = num(header.mtime(), &old.mtime, "mtime")?;
+        let mut mtime = TimeSpec::new(i64::try_from(mtime_secs).unwrap_or(i64::MAX), 0);
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(|e| bad("pax header", e))? {
             for ext in pax {
@@ -1302,6 +1307,36 @@ mod tests {
                 "{media_type}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn empty_numeric_header_fields_read_as_zero() {
+        let s = Scratch::new();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(2);
+        h.set_mode(0o640);
+        h.set_path("f").unwrap();
+        h.set_cksum(); // uid, gid and mtime left empty, as some hand-made tars have them
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b"hi"[..]).unwrap();
+        s.unpack(&b.into_inner().unwrap()).unwrap();
+        let m = fs::metadata(s.layer.join("f")).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mtime(), m.mode() & 0o7777),
+            (0, 0, 0, 0o640)
+        );
+        // Garbage (not empty) is still an error.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(0);
+        h.set_path("g").unwrap();
+        h.as_old_mut().uid.copy_from_slice(b"zzzzzzz\0");
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b""[..]).unwrap();
+        let err = s.unpack(&b.into_inner().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("bad uid"), "{err}");
     }
 
     #[test]
