@@ -242,6 +242,7 @@ impl ImageStore {
         fs::set_permissions(from, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .map_err(io_err(from))?;
         fs::rename(from, &dest).map_err(io_err(&dest))?;
+        sync_dir(dest.parent().unwrap_or(&self.root))?;
         debug!(digest, "blob stored");
         Ok(())
     }
@@ -286,6 +287,8 @@ impl ImageStore {
                 reason: "a name to tag with cannot have a digest".into(),
             });
         };
+        // Shared: the new names.json is written through tmp/, which open() may clear.
+        let _shared = self.lock_shared()?;
         let _lock = self.lock_names()?;
         let mut names = self.load_names()?;
         let records = self.load_records()?;
@@ -301,6 +304,7 @@ impl ImageStore {
     /// Remove a name; an image left without names is removed. By id (or digest), remove
     /// the image and all its names. Blobs and layers stay until [`ImageStore::gc`].
     pub fn remove(&self, reference: &str) -> Result<()> {
+        let _shared = self.lock_shared()?;
         let _lock = self.lock_names()?;
         let mut names = self.load_names()?;
         let records = self.load_records()?;
@@ -483,6 +487,7 @@ impl ImageStore {
         }
         match fs::rename(&tmp, &dest) {
             Ok(()) => {
+                sync_dir(dest.parent().unwrap_or(&self.root))?;
                 info!("layer unpacked");
                 Ok(dest)
             }
@@ -796,7 +801,7 @@ impl ImageStore {
             let _ = fs::remove_file(&tmp);
             return Err(io_err(dest)(e));
         }
-        Ok(())
+        sync_dir(dest.parent().unwrap_or(&self.root))
     }
 }
 
@@ -902,6 +907,14 @@ fn resolve<'r>(
         return by_prefix(reference).map(|r| (r, Match::Id));
     }
     Err(not_found())
+}
+
+/// Make a rename into `dir` durable, so a record never survives a crash that its blobs
+/// or layers do not.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// Remove a file or directory tree (never following symlinks); missing is fine.
@@ -1547,6 +1560,44 @@ mod tests {
         assert_eq!(f.count(LAYERS_DIR), 3);
         assert_eq!(f.count(TMP_DIR), 0);
         assert_eq!(f.store.get("app:1").unwrap().id, app.id);
+    }
+
+    #[test]
+    fn gc_and_imports_running_together_stay_consistent() {
+        let f = Fixture::new();
+        let (l, _, _) = two_images(&f);
+        std::thread::scope(|scope| {
+            let importer = scope.spawn(|| {
+                for _ in 0..10 {
+                    let store = ImageStore::open(f.store.root())
+                        .unwrap()
+                        .with_platform(amd64());
+                    let images = store.import(&l.dir).unwrap();
+                    assert_eq!(images.len(), 2);
+                }
+            });
+            let collector = scope.spawn(|| {
+                for _ in 0..10 {
+                    f.store.gc(&HashSet::new()).unwrap();
+                }
+            });
+            importer.join().unwrap();
+            collector.join().unwrap();
+        });
+        // Whatever survived is whole.
+        for img in f.store.list().unwrap() {
+            for d in img.layers.iter().chain([&img.manifest_digest, &img.id]) {
+                f.store.read_blob(d).unwrap();
+            }
+            for dir in f.store.layer_dirs(&img).unwrap() {
+                assert!(
+                    dir.join("etc").is_dir()
+                        || dir.join("data").is_dir()
+                        || dir.join("other").exists()
+                );
+            }
+        }
+        assert_eq!(f.count(TMP_DIR), 0);
     }
 
     #[test]
