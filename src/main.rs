@@ -1,6 +1,6 @@
 //! `berth`: the all-in-one binary. `berth server` runs a control-plane member (store, API
-//! server); `berth store` runs a bare store member. The agent and `berth up` join as their
-//! issues land.
+//! server); `berth store` runs a bare store member; `berth runtime` is the bundled container
+//! runtime with runc's verbs. The agent and `berth up` join as their issues land.
 
 use clap::{Parser, Subcommand};
 
@@ -22,10 +22,38 @@ enum Command {
     /// Run a control-plane member: a store member and the Kubernetes API over HTTPS. Writes
     /// an admin kubeconfig to DATA_DIR/kubeconfig.yaml.
     Server(berth_apiserver::ServerArgs),
+    /// The bundled OCI runtime, with runc's verbs and flags (`berth runtime --help`).
+    Runtime {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // The runtime clones container processes: it must run before any thread exists, so it
+    // is dispatched before the async runtime starts.
+    let mut argv = std::env::args_os();
+    let program = argv.next().unwrap_or_default();
+    let rest: Vec<std::ffi::OsString> = argv.collect();
+    if rest.first().is_some_and(|a| a == "runtime") {
+        return berth_runtime::cli::main(std::iter::once(program).chain(rest.into_iter().skip(1)));
+    }
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async_main()),
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("berth: start the async runtime: {e}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -37,6 +65,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Store(args) => berth_store::config::run(args).await,
         Command::Server(args) => server(args).await,
+        Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

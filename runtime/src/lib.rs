@@ -19,4 +19,5 @@ pub mod container;
 pub mod image;
 pub mod logs;
 pub mod pause;
+pub mod pod;
 pub mod shim;

@@ -26,8 +26,12 @@ pub(crate) struct InitContext {
     pub rootfs: Option<Rootfs>,
     pub facts: HostFacts,
     pub clone_flags: CloneFlags,
-    /// Namespaces to join by path (not pid: the parent joins that before cloning).
+    /// Namespaces to join by path (not pid: the parent joins that before cloning; not
+    /// user: see `join_user`).
     pub join: Vec<(CloneFlags, PathBuf)>,
+    /// A user namespace to join, after the root filesystem is built: our mount namespace
+    /// belongs to the host's user namespace, so mounting needs the host's privileges.
+    pub join_user: Option<PathBuf>,
     pub new_cgroupns: bool,
     pub seccomp: Vec<BpfProgram>,
     /// Descriptors to become 0, 1, 2; `None` inherits the parent's.
@@ -87,16 +91,7 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
     }
     let in_userns = ctx.clone_flags.contains(CloneFlags::CLONE_NEWUSER);
     if in_userns {
-        let root_uid = nix::unistd::Uid::from_raw(0);
-        let root_gid = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| Error::Process {
-            what: "become root in the user namespace (gid)".into(),
-            source: e.into(),
-        })?;
-        nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| Error::Process {
-            what: "become root in the user namespace (uid)".into(),
-            source: e.into(),
-        })?;
+        become_root()?;
     }
     if ctx.new_cgroupns {
         // After the parent put us in our cgroup, so that it becomes our cgroup root.
@@ -104,6 +99,10 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
             what: "unshare cgroup namespace".into(),
             source: e.into(),
         })?;
+    }
+    if ctx.clone_flags.contains(CloneFlags::CLONE_NEWNET) {
+        // A new network namespace starts with `lo` down; every pod expects it up.
+        loopback_up()?;
     }
     let own_uts = ctx.clone_flags.contains(CloneFlags::CLONE_NEWUTS);
     if own_uts {
@@ -153,6 +152,21 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
 
     if let Some(rootfs) = &ctx.rootfs {
         mounts::setup_rootfs(&ctx.spec, rootfs, &ctx.facts, ctx.new_cgroupns, in_userns)?;
+    }
+    if let Some(path) = &ctx.join_user {
+        let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+            Error::Sys {
+                what: "open user namespace".into(),
+                path: path.clone(),
+                source: e.into(),
+            }
+        })?;
+        nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER).map_err(|e| Error::Sys {
+            what: "join user namespace".into(),
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        become_root()?;
     }
     if let Some(linux) = ctx.spec.linux() {
         for (key, value) in linux.sysctl().iter().flatten() {
@@ -289,6 +303,54 @@ fn resolve_program(program: &str, path_var: &str) -> Option<PathBuf> {
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(program))
         .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file())
+}
+
+/// Bring `lo` up in our network namespace.
+fn loopback_up() -> Result<()> {
+    let err = |what: &str| Error::Process {
+        what: what.into(),
+        source: std::io::Error::last_os_error(),
+    };
+    // SAFETY: a plain socket used only for the interface ioctls below; closed at the end.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(err("socket for lo"));
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    let result = unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            Err(err("get lo flags"))
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) < 0 {
+                Err(err("bring lo up"))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(sock) };
+    result
+}
+
+/// uid and gid 0 inside a user namespace we just entered.
+fn become_root() -> Result<()> {
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| Error::Process {
+        what: "become root in the user namespace (gid)".into(),
+        source: e.into(),
+    })?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| Error::Process {
+        what: "become root in the user namespace (uid)".into(),
+        source: e.into(),
+    })
 }
 
 fn set_pdeathsig(sig: libc::c_int) -> Result<()> {

@@ -517,6 +517,7 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
     let mut flags = CloneFlags::empty();
     let mut join = Vec::new();
     let mut join_pid = None;
+    let mut join_user = None;
     let mut new_cgroupns = false;
     let mut userns = false;
     for ns in spec
@@ -529,7 +530,7 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         let flag = ns_flag(ns.typ());
         match (ns.path(), ns.typ()) {
             (Some(p), LinuxNamespaceType::Pid) => join_pid = Some(p.clone()),
-            (Some(p), LinuxNamespaceType::User) => join.insert(0, (flag, p.clone())),
+            (Some(p), LinuxNamespaceType::User) => join_user = Some(p.clone()),
             (Some(p), _) => join.push((flag, p.clone())),
             (None, LinuxNamespaceType::Cgroup) => new_cgroupns = true,
             (None, t) => {
@@ -561,6 +562,7 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         facts: mounts::HostFacts::read(),
         clone_flags: flags,
         join,
+        join_user,
         new_cgroupns,
         seccomp,
         stdio: opts.stdio,
@@ -753,10 +755,18 @@ fn destroy(root: &Root, rec: &Record, cg: &dyn Cgroups) -> Result<()> {
         );
     }
     let dir = root.container_dir(&rec.id);
-    match fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("remove container dir", &dir)(e)),
+    // The monitor may be writing exit.json into the directory as we remove it: retry.
+    let mut tries = 0;
+    loop {
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(io_err("remove container dir", &dir)(e)),
+        }
     }
 }
 

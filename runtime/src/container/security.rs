@@ -255,6 +255,7 @@ pub fn compile_seccomp(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut groups: BTreeMap<String, (seccompiler::SeccompAction, Vec<serde_json::Value>)> =
         BTreeMap::new();
+    let mut all_rules: Vec<serde_json::Value> = Vec::new();
     for rule in profile.syscalls().as_deref().unwrap_or_default() {
         let act = action(rule.action(), rule.errno_ret())?;
         let key = format!("{act:?}");
@@ -289,12 +290,14 @@ pub fn compile_seccomp(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
             if !args.is_empty() {
                 r["args"] = serde_json::Value::Array(args.clone());
             }
-            entry.1.push(r);
+            entry.1.push(r.clone());
+            all_rules.push(r);
         }
     }
     let mut programs = Vec::new();
     for (act, rules) in groups.into_values() {
-        if act == default {
+        // Allowed calls pass every filter but the default one, which lists them.
+        if act == default || act == seccompiler::SeccompAction::Allow {
             continue;
         }
         // This filter: listed calls get `act`; the rest are left to the default filter.
@@ -307,14 +310,7 @@ pub fn compile_seccomp(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
     if default != seccompiler::SeccompAction::Allow {
         // The default filter: calls listed with any action pass it; everything else gets
         // the default action.
-        let listed: Vec<serde_json::Value> = profile
-            .syscalls()
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|r| r.names().iter())
-            .map(|n| serde_json::json!({ "syscall": n }))
-            .collect();
+        let listed: Vec<serde_json::Value> = all_rules;
         programs.push(compile_group(
             seccompiler::SeccompAction::Allow,
             default,
