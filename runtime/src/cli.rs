@@ -104,6 +104,9 @@ pub enum Command {
         /// UID[:GID] to run as.
         #[arg(short, long)]
         user: Option<String>,
+        /// With --tty: send the terminal's master here instead of relaying it.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         id: String,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -241,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             env,
             cwd,
             user,
+            console_socket,
             id,
             command,
         } => {
@@ -251,6 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cwd,
                 user,
                 tty,
+                console_socket,
             };
             let code = container::exec(&root, &id, &opts, &*cg()?)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));

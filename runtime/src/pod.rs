@@ -1107,6 +1107,9 @@ impl Runtime {
         if let Some((u, g)) = opts.user {
             cmd.arg("--user").arg(format!("{u}:{g}"));
         }
+        if let Some(s) = &opts.console_socket {
+            cmd.arg("--console-socket").arg(s);
+        }
         cmd.arg(id).arg("--").args(&opts.args);
         cmd
     }

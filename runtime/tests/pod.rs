@@ -541,3 +541,73 @@ fn processes_in_cgroups_under(parent: &str) -> Vec<i32> {
     }
     out
 }
+
+#[test]
+fn exec_with_a_tty_gets_a_terminal_from_the_container() {
+    use std::io::Write;
+    let t = TestRuntime::new();
+    t.import("busybox.tar");
+    t.rt.run_sandbox(&sandbox("tty")).unwrap();
+    let id =
+        t.rt.create_container("tty", &busybox("c", "sleep 60"))
+            .unwrap();
+    t.rt.start_container(&id).unwrap();
+    let mut child =
+        t.rt.exec_command(
+            &id,
+            &ExecOptions {
+                args: vec!["sh".into()],
+                tty: true,
+                ..Default::default()
+            },
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tty; test -t 0 && echo is-a-tty; exit 3\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    assert!(text.contains("is-a-tty"), "{text}");
+}
+
+#[test]
+fn host_users_false_maps_root_to_an_unprivileged_range() {
+    let t = TestRuntime::new();
+    t.import("busybox.tar");
+    let mut cfg = sandbox("userns");
+    cfg.user_namespace = true;
+    t.rt.run_sandbox(&cfg).unwrap();
+    let (s, log) = run_to_exit(
+        &t,
+        "userns",
+        busybox(
+            "c",
+            "id -u; cat /proc/self/uid_map; echo x > /tmp/w && echo wrote",
+        ),
+    );
+    assert_eq!(s.exit_code, Some(0), "{log}");
+    assert!(log.contains("stdout F 0\n"), "{log}");
+    let map: Vec<u64> = log
+        .lines()
+        .find_map(|l| {
+            l.split("stdout F ")
+                .nth(1)
+                .filter(|r| r.split_whitespace().count() == 3)
+        })
+        .unwrap_or_else(|| panic!("no uid_map: {log}"))
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(map[0], 0);
+    assert!(map[1] >= 65536, "root is mapped to host uid {}", map[1]);
+    assert_eq!(map[2], 65536);
+    assert!(log.contains("F wrote"), "{log}");
+}

@@ -3,8 +3,9 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -24,8 +25,79 @@ pub struct ExecOptions {
     pub cwd: Option<PathBuf>,
     /// `(uid, gid)`; the container's user when `None`.
     pub user: Option<(u32, u32)>,
-    /// Give the process a new pseudo-terminal and relay it to our stdin and stdout.
+    /// Give the process a new pseudo-terminal (from the container's own devpts) and relay
+    /// it to our stdin and stdout, or hand its master to `console_socket`.
     pub tty: bool,
+    /// A unix socket to send the terminal's master to (SCM_RIGHTS), as runc's
+    /// `--console-socket`: the receiver relays and resizes; we only wait.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// A terminal pair from the container's devpts, so `tty` inside names a device it can see;
+/// the host's when the container has none.
+fn container_pty(pid: i32) -> Result<(OwnedFd, OwnedFd)> {
+    let ptmx = format!("/proc/{pid}/root/dev/ptmx");
+    let from_container = (|| -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let master: OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&ptmx)?
+            .into();
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads an int; TIOCGPTPEER returns a new descriptor for the
+        // slave of the master we own.
+        let slave = unsafe {
+            if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY,
+            )
+        };
+        if slave < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the ioctl returned a fresh descriptor we now own.
+        Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+    })();
+    match from_container {
+        Ok(pair) => Ok(pair),
+        Err(_) => {
+            let p = nix::pty::openpty(None, None).map_err(|e| Error::Process {
+                what: "open a pseudo-terminal".into(),
+                source: e.into(),
+            })?;
+            Ok((p.master, p.slave))
+        }
+    }
+}
+
+/// Send `fd` over the unix socket at `path`.
+fn send_fd(path: &std::path::Path, fd: &OwnedFd) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let sock = std::os::unix::net::UnixStream::connect(path).map_err(|e| Error::Sys {
+        what: "connect console socket".into(),
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let fds = [fd.as_raw_fd()];
+    let name = b"berth-exec-tty";
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(name)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| Error::Sys {
+        what: "send terminal to console socket".into(),
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(())
 }
 
 const NAMESPACES: [(&str, CloneFlags); 6] = [
@@ -114,10 +186,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions, cg: &dyn Cgroups) -> Resu
     }
 
     let pty = if opts.tty {
-        Some(nix::pty::openpty(None, None).map_err(|e| Error::Process {
-            what: "open a pseudo-terminal".into(),
-            source: e.into(),
-        })?)
+        Some(container_pty(pid)?)
     } else {
         None
     };
@@ -138,7 +207,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions, cg: &dyn Cgroups) -> Resu
                 go_r,
                 user_ns,
                 joins,
-                pty.as_ref().map(|p| p.slave.as_raw_fd()),
+                pty.as_ref().map(|p| p.1.as_raw_fd()),
                 &process,
                 &seccomp,
             ) {
@@ -167,9 +236,19 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions, cg: &dyn Cgroups) -> Resu
             let _ = go.write_all(b"G");
             drop(go);
             let mut reaped = None;
-            if let Some(p) = pty {
-                drop(p.slave);
-                reaped = relay(p.master, child);
+            if let Some((master, slave)) = pty {
+                drop(slave);
+                match &opts.console_socket {
+                    Some(path) => {
+                        if let Err(e) = send_fd(path, &master) {
+                            let _ =
+                                nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                            let _ = waitpid(child, None);
+                            return Err(e);
+                        }
+                    }
+                    None => reaped = relay(master, child),
+                }
             }
             loop {
                 match reaped
@@ -215,17 +294,26 @@ fn child(
     if fs::File::from(go).read(&mut b).unwrap_or(0) != 1 {
         return Err(Error::Invalid("exec parent went away".into()));
     }
-    if let Some(fd) = user_ns {
-        nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER).map_err(|e| Error::Process {
-            what: "join user namespace".into(),
-            source: e.into(),
-        })?;
-    }
     for (fd, flag) in &joins {
         nix::sched::setns(fd, *flag).map_err(|e| Error::Process {
             what: format!("join namespace {flag:?}"),
             source: e.into(),
         })?;
+    }
+    // The user namespace last: the others belong to the host's (see container init).
+    if let Some(fd) = user_ns {
+        nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER).map_err(|e| Error::Process {
+            what: "join user namespace".into(),
+            source: e.into(),
+        })?;
+        let root = nix::unistd::Uid::from_raw(0);
+        let root_g = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g)
+            .and_then(|()| nix::unistd::setresuid(root, root, root))
+            .map_err(|e| Error::Process {
+                what: "become root in the user namespace".into(),
+                source: e.into(),
+            })?;
     }
     if let Some(slave) = tty {
         nix::unistd::setsid().map_err(|e| Error::Process {

@@ -32,6 +32,8 @@ pub(crate) struct InitContext {
     /// A user namespace to join, after the root filesystem is built: our mount namespace
     /// belongs to the host's user namespace, so mounting needs the host's privileges.
     pub join_user: Option<PathBuf>,
+    /// Make a new user namespace, likewise after the root filesystem is built.
+    pub new_userns: bool,
     pub new_cgroupns: bool,
     pub seccomp: Vec<BpfProgram>,
     /// Descriptors to become 0, 1, 2; `None` inherits the parent's.
@@ -138,6 +140,19 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
         })?;
     }
 
+    // Opened now: after pivot_root, /proc is the container's own and the path is gone.
+    let user_ns_fd: Option<OwnedFd> = match &ctx.join_user {
+        Some(path) => Some(
+            open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+                Error::Sys {
+                    what: "open user namespace".into(),
+                    path: path.clone(),
+                    source: e.into(),
+                }
+            })?,
+        ),
+        None => None,
+    };
     // The fifo must be opened before pivot_root hides its path.
     let fifo_path_fd: Option<OwnedFd> = match &ctx.fifo {
         Some(p) => Some(
@@ -153,21 +168,6 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
     if let Some(rootfs) = &ctx.rootfs {
         mounts::setup_rootfs(&ctx.spec, rootfs, &ctx.facts, ctx.new_cgroupns, in_userns)?;
     }
-    if let Some(path) = &ctx.join_user {
-        let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
-            Error::Sys {
-                what: "open user namespace".into(),
-                path: path.clone(),
-                source: e.into(),
-            }
-        })?;
-        nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER).map_err(|e| Error::Sys {
-            what: "join user namespace".into(),
-            path: path.clone(),
-            source: e.into(),
-        })?;
-        become_root()?;
-    }
     if let Some(linux) = ctx.spec.linux() {
         for (key, value) in linux.sysctl().iter().flatten() {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));
@@ -179,6 +179,30 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
         }
     }
     security::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
+    if let Some(fd) = &user_ns_fd {
+        nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER).map_err(|e| Error::Process {
+            what: "join the pod's user namespace".into(),
+            source: e.into(),
+        })?;
+        become_root()?;
+    }
+    if ctx.new_userns {
+        // Last, after everything that needs the host's privileges (mounts, sysctls): our
+        // other namespaces stay owned by the host's user namespace, and the workload's root
+        // is an unprivileged uid on the host.
+        nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| Error::Process {
+            what: "unshare user namespace".into(),
+            source: e.into(),
+        })?;
+        let mut m = [0u8; 1];
+        sync.write_all(b"U")
+            .and_then(|()| sync.read_exact(&mut m))
+            .map_err(|e| Error::Process {
+                what: "wait for id maps".into(),
+                source: e,
+            })?;
+        become_root()?;
+    }
 
     if let Some([i, o, e]) = ctx.stdio {
         for (from, to) in [(i, 0), (o, 1), (e, 2)] {

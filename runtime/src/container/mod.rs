@@ -507,8 +507,12 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
     let fifo = match opts.mode {
         StartMode::OnStart => {
             let p = root.fifo_path(opts.id);
-            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            // 0622 as runc: an init that entered a user namespace must still open it.
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o622))
                 .map_err(|e| io_err("make exec fifo", &p)(e.into()))?;
+            // Past the umask.
+            fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+                .map_err(io_err("chmod exec fifo", &p))?;
             Some(p)
         }
         StartMode::Now => None,
@@ -533,18 +537,21 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
             (Some(p), LinuxNamespaceType::User) => join_user = Some(p.clone()),
             (Some(p), _) => join.push((flag, p.clone())),
             (None, LinuxNamespaceType::Cgroup) => new_cgroupns = true,
-            (None, t) => {
-                if t == LinuxNamespaceType::User {
-                    userns = true;
-                }
-                flags |= flag;
-            }
+            // Unshared by init after its mounts, not cloned: see `InitContext::new_userns`.
+            (None, LinuxNamespaceType::User) => userns = true,
+            (None, _) => flags |= flag,
         }
     }
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => security::compile_seccomp(profile)?,
         None => Vec::new(),
     };
+    if userns && id_maps(spec).is_none() {
+        return Err(Error::Invalid(
+            "config.json: a new user namespace needs linux.uidMappings and linux.gidMappings"
+                .into(),
+        ));
+    }
 
     let cg = opts.cgroups;
     cg.create(&rec.cgroup, &resources(spec))?;
@@ -563,6 +570,7 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         clone_flags: flags,
         join,
         join_user,
+        new_userns: userns,
         new_cgroupns,
         seccomp,
         stdio: opts.stdio,
@@ -603,9 +611,6 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
     };
     cg.add_process(&rec.cgroup, pid.as_raw())
         .map_err(|e| kill_child(e.into()))?;
-    if userns {
-        write_id_maps(spec, pid.as_raw()).map_err(kill_child)?;
-    }
     parent_sock.write_all(b"G").map_err(|e| {
         kill_child(Error::Process {
             what: "signal container init".into(),
@@ -613,7 +618,18 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         })
     })?;
     let mut first = [0u8; 1];
-    let n = parent_sock.read(&mut first).unwrap_or(0);
+    let mut n = parent_sock.read(&mut first).unwrap_or(0);
+    if n == 1 && first[0] == b'U' {
+        // The init made its user namespace: map it, then let it go on.
+        write_id_maps(spec, pid.as_raw()).map_err(kill_child)?;
+        parent_sock.write_all(b"M").map_err(|e| {
+            kill_child(Error::Process {
+                what: "signal container init".into(),
+                source: e,
+            })
+        })?;
+        n = parent_sock.read(&mut first).unwrap_or(0);
+    }
     if n == 0 || first[0] != b'R' {
         let mut msg = Vec::new();
         let _ = parent_sock.read_to_end(&mut msg);
@@ -632,7 +648,8 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
     })
 }
 
-fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
+/// The `uid_map` and `gid_map` contents a spec asks for.
+fn id_maps(spec: &Spec) -> Option<(String, String)> {
     let linux = spec.linux().as_ref();
     let fmt = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
         maps.into_iter()
@@ -642,12 +659,11 @@ fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
     };
     let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
     let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
-    if uid.is_empty() || gid.is_empty() {
-        return Err(Error::Invalid(
-            "config.json: a new user namespace needs linux.uidMappings and linux.gidMappings"
-                .into(),
-        ));
-    }
+    (!uid.is_empty() && !gid.is_empty()).then_some((uid, gid))
+}
+
+fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
+    let (uid, gid) = id_maps(spec).ok_or_else(|| Error::Invalid("no id mappings".into()))?;
     for (file, data) in [("uid_map", uid), ("gid_map", gid)] {
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
         fs::write(&path, data).map_err(io_err("write id map", &path))?;
