@@ -611,3 +611,25 @@ fn host_users_false_maps_root_to_an_unprivileged_range() {
     assert_eq!(map[2], 65536);
     assert!(log.contains("F wrote"), "{log}");
 }
+
+#[test]
+fn image_gc_keeps_what_containers_use_and_removes_the_rest() {
+    let t = TestRuntime::new();
+    t.import("busybox.tar");
+    t.import("testserver.tar");
+    t.rt.run_sandbox(&sandbox("gc")).unwrap();
+    let id = t.rt.create_container("gc", &busybox("c", "sleep 60")).unwrap();
+    let report = t.rt.gc_images().unwrap();
+    assert_eq!(report.images_removed, 1, "{report:?}");
+    assert!(t.rt.images().get("busybox:latest").is_ok());
+    assert!(t.rt.images().get("berth-testserver:latest").is_err());
+    // The busybox layer is shared with the removed image and still in use: it stays.
+    let image = t.rt.images().get("busybox:latest").unwrap();
+    for d in t.rt.images().layer_dirs(&image).unwrap() {
+        assert!(d.join("bin/busybox").exists());
+    }
+    t.rt.remove_container(&id).unwrap();
+    let report = t.rt.gc_images().unwrap();
+    assert_eq!(report.images_removed, 1, "{report:?}");
+    assert!(t.rt.images().list().unwrap().is_empty());
+}
