@@ -33,8 +33,9 @@ pub const DEFAULT_CAPS: [&str; 14] = [
 fn cap_set(names: Option<&HashSet<oci_spec::runtime::Capability>>) -> Result<CapsHashSet> {
     let mut out = CapsHashSet::new();
     for c in names.into_iter().flatten() {
-        // oci-spec's Capability displays as "CAP_..."; caps parses the same names.
-        let name = c.to_string();
+        // oci-spec's Capability displays without the prefix ("AUDIT_WRITE"); caps parses
+        // the kernel's names ("CAP_AUDIT_WRITE").
+        let name = format!("CAP_{c}");
         match Capability::from_str(&name) {
             Ok(cap) => {
                 out.insert(cap);
@@ -296,7 +297,9 @@ pub fn compile_seccomp(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
     }
     let mut programs = Vec::new();
     for (act, rules) in groups.into_values() {
-        // Allowed calls pass every filter but the default one, which lists them.
+        // Calls listed with the default action need no filter of their own, nor do allowed
+        // ones: the default filter lets every listed call through (and seccompiler refuses a
+        // filter whose match and mismatch actions are both allow).
         if act == default || act == seccompiler::SeccompAction::Allow {
             continue;
         }
@@ -392,6 +395,26 @@ pub fn apply_seccomp(programs: &[BpfProgram]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spec_capabilities_map_to_the_kernels() {
+        let spec: HashSet<oci_spec::runtime::Capability> =
+            serde_json::from_value(serde_json::json!([
+                "CAP_KILL",
+                "CAP_AUDIT_WRITE",
+                "SYS_ADMIN"
+            ]))
+            .unwrap();
+        let got = cap_set(Some(&spec)).unwrap();
+        let want: CapsHashSet = [
+            Capability::CAP_KILL,
+            Capability::CAP_AUDIT_WRITE,
+            Capability::CAP_SYS_ADMIN,
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn default_profile_compiles_to_one_filter() {
