@@ -915,7 +915,13 @@ impl Runtime {
             cfg.name,
             cfg.attempt
         ));
-        let mut res = serde_json::json!({});
+        // Deny every device but the defaults (added by the container layer); privileged
+        // containers get them all.
+        let mut res = if cfg.privileged {
+            serde_json::json!({"devices": [{"allow": true, "access": "rwm"}]})
+        } else {
+            serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]})
+        };
         if let Some(m) = cfg.memory_limit {
             res["memory"] = serde_json::json!({"limit": m, "swap": m});
         }

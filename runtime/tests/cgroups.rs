@@ -489,6 +489,7 @@ fn v1_limits_land_in_each_controller() {
         cpu_quota: Some(25_000),
         cpu_period: Some(50_000),
         pids_limit: Some(33),
+        ..Resources::default()
     };
     let g = Guard::create(&cg, &res);
     let read = |c: &str, f: &str| {

@@ -618,7 +618,9 @@ fn image_gc_keeps_what_containers_use_and_removes_the_rest() {
     t.import("busybox.tar");
     t.import("testserver.tar");
     t.rt.run_sandbox(&sandbox("gc")).unwrap();
-    let id = t.rt.create_container("gc", &busybox("c", "sleep 60")).unwrap();
+    let id =
+        t.rt.create_container("gc", &busybox("c", "sleep 60"))
+            .unwrap();
     let report = t.rt.gc_images().unwrap();
     assert_eq!(report.images_removed, 1, "{report:?}");
     assert!(t.rt.images().get("busybox:latest").is_ok());

@@ -86,6 +86,7 @@ fn merge(into: &mut Resources, res: &Resources) {
         cpu_quota,
         cpu_period,
         pids_limit,
+        devices,
     } = res.clone();
     into.memory_limit = memory_limit.or(into.memory_limit);
     into.memory_swap_limit = memory_swap_limit.or(into.memory_swap_limit);
@@ -93,6 +94,9 @@ fn merge(into: &mut Resources, res: &Resources) {
     into.cpu_quota = cpu_quota.or(into.cpu_quota);
     into.cpu_period = cpu_period.or(into.cpu_period);
     into.pids_limit = pids_limit.or(into.pids_limit);
+    if !devices.is_empty() {
+        into.devices = devices;
+    }
 }
 
 impl Cgroups for FakeCgroups {

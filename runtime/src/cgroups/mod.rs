@@ -106,6 +106,49 @@ pub struct Resources {
     pub cpu_period: Option<u64>,
     /// Maximum number of tasks; zero or negative is unlimited.
     pub pids_limit: Option<i64>,
+    /// Device access rules in OCI order (a later rule overrides an earlier one). Empty
+    /// leaves the device policy as inherited.
+    pub devices: Vec<DeviceRule>,
+}
+
+/// One device cgroup rule (`linux.resources.devices` in OCI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a` (all), `c` (char) or `b` (block).
+    pub kind: char,
+    /// `None` is any (`*`).
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    /// A subset of `rwm`.
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The devices every container may use whatever its spec says, as runc allows them:
+    /// mknod of any node (opening is what counts), null, zero, full, random, urandom, tty,
+    /// ptmx and the pseudo-terminal slaves.
+    pub fn defaults() -> Vec<DeviceRule> {
+        let r = |kind, major, minor, access: &str| DeviceRule {
+            allow: true,
+            kind,
+            major,
+            minor,
+            access: access.into(),
+        };
+        vec![
+            r('c', None, None, "m"),
+            r('b', None, None, "m"),
+            r('c', Some(1), Some(3), "rwm"),
+            r('c', Some(1), Some(5), "rwm"),
+            r('c', Some(1), Some(7), "rwm"),
+            r('c', Some(1), Some(8), "rwm"),
+            r('c', Some(1), Some(9), "rwm"),
+            r('c', Some(5), Some(0), "rwm"),
+            r('c', Some(5), Some(2), "rwm"),
+            r('c', Some(136), None, "rwm"),
+        ]
+    }
 }
 
 /// Usage read back for metrics and exit reasons.

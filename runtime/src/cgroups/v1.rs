@@ -470,6 +470,7 @@ mod tests {
             cpu_quota: Some(50_000),
             cpu_period: Some(100_000),
             pids_limit: Some(20),
+            ..Resources::default()
         };
         s.cg.create("berth/pod/c1", &res).unwrap();
         let p = "berth/pod/c1";

@@ -393,6 +393,7 @@ mod tests {
             cpu_quota: Some(50_000),
             cpu_period: Some(200_000),
             pids_limit: Some(20),
+            ..Resources::default()
         };
         s.cg.create("berth/pod/c1", &res).unwrap();
         for parent in ["", "berth", "berth/pod"] {

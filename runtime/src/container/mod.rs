@@ -380,6 +380,25 @@ pub fn resources(spec: &Spec) -> cgroups::Resources {
     if let Some(p) = res.pids() {
         r.pids_limit = Some(p.limit());
     }
+    if let Some(devices) = res.devices() {
+        for d in devices {
+            use oci_spec::runtime::LinuxDeviceType as T;
+            r.devices.push(cgroups::DeviceRule {
+                allow: d.allow(),
+                kind: match d.typ() {
+                    Some(T::C) | Some(T::U) => 'c',
+                    Some(T::B) => 'b',
+                    _ => 'a',
+                },
+                major: d.major(),
+                minor: d.minor(),
+                access: d.access().clone().unwrap_or_else(|| "rwm".into()),
+            });
+        }
+        // As runc: the defaults come after the spec's rules, so a deny-all cannot take away
+        // /dev/null.
+        r.devices.extend(cgroups::DeviceRule::defaults());
+    }
     r
 }
 
