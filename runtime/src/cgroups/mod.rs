@@ -8,7 +8,9 @@
 //! mount, else [`Cgroupv1`] over the per-controller mounts listed in `/proc/self/mountinfo`
 //! (a hybrid host's `/sys/fs/cgroup/unified` is ignored). The files both versions share
 //! (reading, writing, removing trees, the freeze-and-kill loop) live here; `v1.rs` and
-//! `v2.rs` hold what differs.
+//! `v2.rs` hold what differs. Device rules are folded into one policy in `devices.rs`,
+//! which v1 writes to the `devices` controller and v2 enforces with an eBPF program
+//! (`bpf.rs`) attached to the cgroup.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +24,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
+mod bpf;
+mod devices;
 #[cfg(any(test, feature = "test-util"))]
 mod fake;
 mod v1;
@@ -54,6 +58,14 @@ pub enum Error {
     /// A limit was asked of a controller that is not mounted (v1) or not enabled (v2).
     #[error("cgroup {path}: controller {controller} is not available")]
     MissingController { path: PathBuf, controller: String },
+    /// A `bpf(2)` call for the cgroup's v2 device filter failed; `op` names the call.
+    #[error("cgroup {path}: {op}: {source}")]
+    Bpf {
+        path: PathBuf,
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// `kill_all` gave up with processes left.
     #[error("cgroup {path}: processes {pids:?} still present after {waited:?}")]
     KillTimeout {
@@ -78,10 +90,10 @@ impl Error {
         }
     }
 
-    /// The OS error number behind an `Io` error.
+    /// The OS error number behind an `Io` or `Bpf` error.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Bpf { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -106,8 +118,9 @@ pub struct Resources {
     pub cpu_period: Option<u64>,
     /// Maximum number of tasks; zero or negative is unlimited.
     pub pids_limit: Option<i64>,
-    /// Device access rules in OCI order (a later rule overrides an earlier one). Empty
-    /// leaves the device policy as inherited.
+    /// Device access rules in OCI order (a later rule overrides an earlier one; folding
+    /// starts from deny-all). Empty leaves the device policy as inherited. v1 writes them to
+    /// the `devices` controller; v2 attaches a device filter program in place of the last.
     pub devices: Vec<DeviceRule>,
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use super::devices::{self, parse_v1_list, v1_transition, DevicePolicy};
 use super::{
     child_names, dirs_depth_first, keyed, kill_until_empty, mkdir, parse_pids, read_optional,
     read_procs, read_string, read_u64, relative, remove_tree, v1_layout, wait_for, write_file,
@@ -122,6 +123,15 @@ impl Cgroupv1 {
             path: PathBuf::from(path),
             controller: controller.to_string(),
         };
+        // Decided before anything is written, so bad rules change nothing.
+        let devices = devices::policy(Path::new(path), &res.devices)?;
+        let devices_dir = match devices {
+            Some(_) => Some(
+                self.ctrl("devices", rel)
+                    .ok_or_else(|| missing("devices"))?,
+            ),
+            None => None,
+        };
 
         if res.memory_limit.is_some() || res.memory_swap_limit.is_some() {
             let dir = self.ctrl("memory", rel).ok_or_else(|| missing("memory"))?;
@@ -152,6 +162,10 @@ impl Cgroupv1 {
                 limit.to_string()
             };
             write_limit(&dir, "pids.max", "pids", &value)?;
+        }
+
+        if let (Some(dir), Some(target)) = (devices_dir, devices) {
+            set_devices(&dir, &target)?;
         }
         Ok(())
     }
@@ -198,6 +212,33 @@ impl Cgroupv1 {
             .or_else(|| self.roots().first().map(|r| r.to_path_buf()))
             .unwrap_or_else(|| Path::new(DEFAULT_ROOT).join("memory"))
     }
+}
+
+/// Move the `devices` cgroup `dir` from what its `devices.list` shows to `target`, then
+/// check that the kernel lists what was asked for (a parent that allows less refuses the
+/// writes; a hole the kernel ignored would show here).
+fn set_devices(dir: &Path, target: &DevicePolicy) -> Result<()> {
+    let list = dir.join("devices.list");
+    let listed = |list: &Path| -> Result<DevicePolicy> {
+        parse_v1_list(&read_string(list)?).map_err(|m| Error::invalid(list, m))
+    };
+    let current = listed(&list)?;
+    let writes = v1_transition(&current, target);
+    for w in &writes {
+        write_limit(dir, w.file(), "devices", &w.line)?;
+    }
+    let now = listed(&list)?;
+    if !target.listed_as(&now) {
+        return Err(Error::invalid(
+            &list,
+            format!(
+                "after {} writes the kernel lists {now}, not {target}",
+                writes.len()
+            ),
+        ));
+    }
+    debug!(dir = %dir.display(), policy = %target, writes = writes.len(), "device rules set");
+    Ok(())
 }
 
 /// `path` with only its normal components, so a bad path can never point outside the root.
@@ -543,6 +584,41 @@ mod tests {
             matches!(&err, Error::MissingController { controller, .. } if controller == "pids"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn device_rules_need_the_devices_controller_and_valid_rules() {
+        let s = Scratch::new();
+        s.kernel_mkdir("c");
+        let deny_all = crate::cgroups::DeviceRule {
+            allow: false,
+            kind: 'a',
+            major: None,
+            minor: None,
+            access: "rwm".into(),
+        };
+        let res = Resources {
+            pids_limit: Some(5),
+            devices: vec![deny_all.clone()],
+            ..Resources::default()
+        };
+        let err = s.cg.update("c", &res).unwrap_err();
+        assert!(
+            matches!(&err, Error::MissingController { controller, .. } if controller == "devices"),
+            "{err}"
+        );
+        assert_eq!(s.read("pids", "c", "pids.max"), "max\n", "nothing written");
+
+        let mut bad = deny_all;
+        bad.kind = 'x';
+        let res = Resources {
+            pids_limit: Some(5),
+            devices: vec![bad],
+            ..Resources::default()
+        };
+        let err = s.cg.update("c", &res).unwrap_err();
+        assert!(err.to_string().contains("device type 'x'"), "{err}");
+        assert_eq!(s.read("pids", "c", "pids.max"), "max\n", "nothing written");
     }
 
     #[test]

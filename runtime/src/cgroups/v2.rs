@@ -3,10 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::debug;
 
+use super::bpf::{replace_filter, DeviceFilterHost, KernelBpf};
+use super::devices::{self, filter_program};
 use super::{
     child_names, dirs_depth_first, keyed, kill_until_empty, mkdir, parse_pids, parse_u64,
     read_optional, read_procs, read_string, relative, remove_tree, shares_to_weight, wait_for,
@@ -24,10 +27,14 @@ const DEFAULT_PERIOD: u64 = 100_000;
 const FREEZE_WAIT: Duration = Duration::from_millis(500);
 
 /// cgroup v2 below one root (`/sys/fs/cgroup` on a pure v2 host).
+///
+/// Device rules become an eBPF device filter attached to the cgroup (v2 has no devices
+/// controller); any cgroup2 directory takes one, whatever controllers it has.
 #[derive(Debug, Clone)]
 pub struct Cgroupv2 {
     root: PathBuf,
     kill_timeout: Duration,
+    filters: Arc<dyn DeviceFilterHost>,
 }
 
 impl Cgroupv2 {
@@ -35,7 +42,15 @@ impl Cgroupv2 {
         Cgroupv2 {
             root,
             kill_timeout: DEFAULT_KILL_TIMEOUT,
+            filters: Arc::new(KernelBpf),
         }
+    }
+
+    /// Device filters go to `filters` instead of the kernel.
+    #[cfg(test)]
+    fn with_filters(mut self, filters: Arc<dyn DeviceFilterHost>) -> Self {
+        self.filters = filters;
+        self
     }
 
     /// How long `kill_all` waits for the cgroup to empty.
@@ -71,6 +86,8 @@ impl Cgroupv2 {
     }
 
     fn apply(&self, dir: &Path, res: &Resources) -> Result<()> {
+        // Decided before anything is written, so bad rules change nothing.
+        let devices = devices::policy(dir, &res.devices)?;
         if let Some(limit) = res.memory_limit {
             write_limit(dir, "memory.max", "memory", &max_or(limit))?;
         }
@@ -106,6 +123,10 @@ impl Cgroupv2 {
                 limit.to_string()
             };
             write_limit(dir, "pids.max", "pids", &value)?;
+        }
+        if let Some(policy) = devices {
+            replace_filter(&*self.filters, dir, &filter_program(&policy))?;
+            debug!(dir = %dir.display(), %policy, "device filter in place");
         }
         Ok(())
     }
@@ -325,6 +346,8 @@ impl Cgroups for Cgroupv2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::bpf::{run, FakeBpf, Insn};
+    use super::super::DeviceRule;
     use super::*;
     use std::fs;
 
@@ -552,6 +575,78 @@ mod tests {
             (0, 0, 0)
         );
         assert!(s.cg.stats("gone").is_err());
+    }
+
+    fn devices(extra: &[(i64, i64)]) -> Resources {
+        let mut rules = vec![DeviceRule {
+            allow: false,
+            kind: 'a',
+            major: None,
+            minor: None,
+            access: "rwm".into(),
+        }];
+        rules.extend(extra.iter().map(|&(major, minor)| DeviceRule {
+            allow: true,
+            kind: 'c',
+            major: Some(major),
+            minor: Some(minor),
+            access: "rwm".into(),
+        }));
+        Resources {
+            devices: rules,
+            ..Resources::default()
+        }
+    }
+
+    /// Whether `prog` lets a process read the char device `major:minor`.
+    fn reads(prog: &[Insn], major: u32, minor: u32) -> bool {
+        run(prog, [(2 << 16) | 2, major, minor]) == Some(1)
+    }
+
+    #[test]
+    fn device_rules_become_one_filter_replaced_on_update() {
+        let s = Scratch::new("cpu memory pids");
+        s.kernel_mkdir("c", "cpu memory pids");
+        let fake = Arc::new(FakeBpf::default());
+        let cg = s.cg.clone().with_filters(fake.clone());
+        let dir = s.root.join("c");
+
+        cg.create("c", &devices(&[(1, 3)])).unwrap();
+        let progs = fake.programs(&dir);
+        assert_eq!(progs.len(), 1);
+        assert!(reads(&progs[0].1, 1, 3) && !reads(&progs[0].1, 1, 5));
+
+        cg.update("c", &devices(&[(1, 3), (1, 5)])).unwrap();
+        let progs = fake.programs(&dir);
+        assert_eq!(progs.len(), 1, "the old filter is gone");
+        assert!(reads(&progs[0].1, 1, 3) && reads(&progs[0].1, 1, 5));
+        let d = dir.display();
+        assert_eq!(
+            fake.calls(),
+            [
+                format!("attach {d} 1"),
+                format!("attach {d} 2"),
+                format!("detach {d} 1")
+            ]
+        );
+
+        // No rules: the filter stays as it is.
+        let pids = Resources {
+            pids_limit: Some(5),
+            ..Resources::default()
+        };
+        cg.update("c", &pids).unwrap();
+        assert_eq!(fake.calls().len(), 3);
+
+        // Bad rules: refused before anything is written.
+        let mut bad = devices(&[(1, 3)]);
+        bad.devices[1].access = "rwx".into();
+        bad.pids_limit = Some(7);
+        let err = cg.update("c", &bad).unwrap_err();
+        assert!(matches!(err, Error::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("device rule 1"), "{err}");
+        assert_eq!(s.read("c", "pids.max"), "5");
+        assert_eq!(fake.calls().len(), 3);
     }
 
     #[test]
