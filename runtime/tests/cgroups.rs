@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_runtime::cgroups::{
-    detect, is_cgroup2_mount, Cgroups, Cgroupv1, Cgroupv2, Resources, DEFAULT_ROOT,
+    detect, is_cgroup2_mount, Cgroups, Cgroupv1, Cgroupv2, DeviceRule, Resources, DEFAULT_ROOT,
 };
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -355,6 +355,126 @@ fn kill_all_empties_the_tree(cg: &dyn Cgroups) {
     cg.kill_all(&g.sub("missing")).unwrap();
 }
 
+fn deny_all() -> DeviceRule {
+    DeviceRule {
+        allow: false,
+        kind: 'a',
+        major: None,
+        minor: None,
+        access: "rwm".into(),
+    }
+}
+
+/// Deny every device but the char devices `(major, minor, access)`.
+fn deny_all_but(chars: &[(i64, i64, &str)]) -> Resources {
+    let mut devices = vec![deny_all()];
+    devices.extend(chars.iter().map(|&(major, minor, access)| DeviceRule {
+        allow: true,
+        kind: 'c',
+        major: Some(major),
+        minor: Some(minor),
+        access: access.into(),
+    }));
+    Resources {
+        devices,
+        ..Resources::default()
+    }
+}
+
+/// What a container gets: deny all, then runc's defaults.
+fn container_defaults() -> Resources {
+    let mut devices = vec![deny_all()];
+    devices.extend(DeviceRule::defaults());
+    Resources {
+        devices,
+        ..Resources::default()
+    }
+}
+
+/// Run `script` in the cgroup `path`: `Ok`, or the exit status and stderr.
+fn run_in(cg: &dyn Cgroups, path: &str, script: &str) -> Result<(), String> {
+    let mut child = spawn_in(cg, path, script);
+    release(&mut child);
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    let err = stderr_of(&mut child);
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{status:?}: {err}"))
+    }
+}
+
+#[track_caller]
+fn refused(outcome: Result<(), String>, what: &str) {
+    match outcome {
+        Ok(()) => panic!("{what}: allowed, should be refused"),
+        Err(err) => assert!(
+            err.contains("Operation not permitted"),
+            "{what}: failed, but not with EPERM: {err}"
+        ),
+    }
+}
+
+/// The device rules decide which device nodes a process in the cgroup may open or make,
+/// and `update` changes them for processes already inside.
+fn device_rules_gate_opens(cg: &dyn Cgroups) {
+    let g = Guard::create(cg, &deny_all_but(&[(1, 3, "rwm")]));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |script: &str| run_in(cg, &g.path, script);
+    let read = |dev: &str| run(&format!("head -c1 {dev} >/dev/null"));
+    let write = |dev: &str| run(&format!("echo x > {dev}"));
+    let node = tmp.path().join("kmsg");
+    let mknod = || {
+        let _ = std::fs::remove_file(&node);
+        run(&format!("mknod {} c 1 11", node.display()))
+    };
+
+    read("/dev/null").expect("read /dev/null");
+    write("/dev/null").expect("write /dev/null");
+    refused(read("/dev/zero"), "read /dev/zero");
+    refused(write("/dev/zero"), "write /dev/zero");
+    refused(mknod(), "mknod c 1:11");
+
+    // Waiting inside while the rules change: the new ones apply to it.
+    let mut waiting = spawn_in(cg, &g.path, "head -c1 /dev/zero >/dev/null");
+    cg.update(&g.path, &deny_all_but(&[(1, 3, "rwm"), (1, 5, "r")]))
+        .unwrap();
+    release(&mut waiting);
+    let status = wait_timeout(&mut waiting, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}: {}", stderr_of(&mut waiting));
+    read("/dev/zero").expect("read /dev/zero once allowed");
+    refused(write("/dev/zero"), "write /dev/zero with only r");
+    read("/dev/null").expect("read /dev/null after update");
+
+    cg.update(&g.path, &deny_all_but(&[(1, 3, "rwm")])).unwrap();
+    refused(read("/dev/zero"), "read /dev/zero after taking it back");
+
+    cg.update(&g.path, &container_defaults()).unwrap();
+    for dev in [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/urandom",
+        "/dev/random",
+    ] {
+        read(dev).unwrap_or_else(|e| panic!("read {dev} with the defaults: {e}"));
+    }
+    mknod().expect("mknod is allowed by the defaults");
+    refused(read(&node.display().to_string()), "read the node made");
+    if Path::new("/dev/loop0").exists() {
+        refused(
+            read("/dev/loop0"),
+            "read /dev/loop0 (b 7:0) with the defaults",
+        );
+    }
+
+    // Privileged: everything.
+    let mut all = container_defaults();
+    all.devices[0].allow = true;
+    cg.update(&g.path, &all).unwrap();
+    write("/dev/zero").expect("write /dev/zero when all is allowed");
+}
+
 /// `dirs(path)` lists every directory `path` should be in (each v1 hierarchy, or the one
 /// v2 directory).
 fn remove_leaves_nothing(cg: &dyn Cgroups, dirs: &dyn Fn(&str) -> Vec<PathBuf>) {
@@ -542,6 +662,91 @@ fn v1_limits_land_in_each_controller() {
 }
 
 #[test]
+fn v1_device_rules_gate_opens() {
+    let Some(cg) = host_v1("v1_device_rules_gate_opens") else {
+        return;
+    };
+    if cg.controller_dir("devices", "").is_none() {
+        eprintln!("v1_device_rules_gate_opens: skipped: no devices controller");
+        return;
+    }
+    device_rules_gate_opens(&cg);
+}
+
+/// What the kernel lists matches the rules, and the pod above stays allow-all.
+#[test]
+fn v1_devices_list_shows_the_rules() {
+    let Some(cg) = host_v1("v1_devices_list_shows_the_rules") else {
+        return;
+    };
+    if cg.controller_dir("devices", "").is_none() {
+        eprintln!("v1_devices_list_shows_the_rules: skipped: no devices controller");
+        return;
+    }
+    let g = Guard::create(&cg, &Resources::default());
+    let ctr = g.sub("ctr");
+    cg.create(&ctr, &deny_all_but(&[(1, 3, "rwm")])).unwrap();
+    let list = |p: &str| {
+        let file = cg
+            .controller_dir("devices", p)
+            .unwrap()
+            .join("devices.list");
+        let mut lines: Vec<String> = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(list(&g.path), ["a *:* rwm"]);
+    assert_eq!(list(&ctr), ["c 1:3 rwm"]);
+    // Creating again changes nothing.
+    cg.create(&ctr, &deny_all_but(&[(1, 3, "rwm")])).unwrap();
+    assert_eq!(list(&ctr), ["c 1:3 rwm"]);
+    cg.update(&ctr, &container_defaults()).unwrap();
+    assert_eq!(
+        list(&ctr),
+        [
+            "b *:* m",
+            "c *:* m",
+            "c 136:* rwm",
+            "c 1:3 rwm",
+            "c 1:5 rwm",
+            "c 1:7 rwm",
+            "c 1:8 rwm",
+            "c 1:9 rwm",
+            "c 5:0 rwm",
+            "c 5:2 rwm",
+        ]
+    );
+    // Rules v1 cannot express are refused, and the cgroup keeps what it had.
+    let mut holed = deny_all_but(&[(1, 3, "rwm")]);
+    holed.devices.insert(
+        1,
+        DeviceRule {
+            allow: true,
+            kind: 'c',
+            major: None,
+            minor: None,
+            access: "rw".into(),
+        },
+    );
+    holed.devices.push(DeviceRule {
+        allow: false,
+        kind: 'c',
+        major: Some(1),
+        minor: Some(5),
+        access: "w".into(),
+    });
+    let err = cg.update(&ctr, &holed).unwrap_err();
+    assert!(err.to_string().contains("cannot express"), "{err}");
+    assert_eq!(list(&ctr).len(), 10);
+    cg.remove(&ctr).unwrap();
+    assert!(!cg.controller_dir("devices", &ctr).unwrap().exists());
+}
+
+#[test]
 fn detect_matches_the_host() {
     let cg = detect().unwrap();
     if host_is_v2() {
@@ -623,6 +828,21 @@ fn hybrid_unified(test: &str) -> Option<Cgroupv2> {
             eprintln!("{test}: skipped: no cgroup2 mount on this v1 host");
             None
         }
+    }
+}
+
+/// The device filter works on any cgroup2 directory: the root of a pure v2 host, or a
+/// hybrid host's unified mount (which has no controllers to speak of).
+#[test]
+fn v2_device_rules_gate_opens() {
+    let test = "v2_device_rules_gate_opens";
+    let cg = if host_is_v2() {
+        host_v2(test)
+    } else {
+        hybrid_unified(test)
+    };
+    if let Some(cg) = cg {
+        device_rules_gate_opens(&cg);
     }
 }
 
