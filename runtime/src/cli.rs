@@ -171,16 +171,35 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", report(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, each once: our error types already end their message with
+/// their source's, so a cause the previous message ends with is not repeated.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.ends_with(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
+}
+
 fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| if cli.debug { "debug" } else { "warn" }.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let file = cli.log.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -398,6 +417,21 @@ fn print_json(s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_name_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = crate::container::Error::Sys {
+            what: "read".into(),
+            path: "/b/config.json".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(e).context("create c1");
+        assert_eq!(
+            report(&e),
+            "create c1: read /b/config.json: No such file or directory (os error 2)"
+        );
+    }
 
     #[test]
     fn signals_parse_in_runc_forms() {

@@ -986,8 +986,7 @@ impl Runtime {
         let deadline = Instant::now() + Duration::from_secs(5);
         while shim::read_exit(&self.state, id).is_none()
             && Instant::now() < deadline
-            && rec.init.pid > 0
-            && monitor_alive(&rec)
+            && rec.creator.alive()
         {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -1038,6 +1037,13 @@ impl Runtime {
             Ok(rec) => match self.state.status(&rec) {
                 Status::Created => (ContainerState::Created, rec.init.pid),
                 Status::Running => (ContainerState::Running, rec.init.pid),
+                // Exited, but its monitor (the record's creator) has not written down how
+                // yet: still running as far as anyone can tell.
+                Status::Stopped
+                    if rec.creator.alive() && shim::read_exit(&self.state, id).is_none() =>
+                {
+                    (ContainerState::Running, rec.init.pid)
+                }
                 Status::Stopped => (ContainerState::Exited, 0),
                 Status::Creating => (ContainerState::Unknown, 0),
             },
@@ -1204,13 +1210,6 @@ impl Runtime {
         report.containers_removed.dedup();
         Ok(report)
     }
-}
-
-fn monitor_alive(rec: &container::Record) -> bool {
-    // The monitor is the init's parent; while the init is a zombie or alive, it is there.
-    fs::read_to_string(format!("/proc/{}/stat", rec.init.pid))
-        .map(|s| !s.is_empty())
-        .unwrap_or(false)
 }
 
 fn sandbox_hostname(cfg: &SandboxConfig) -> &str {

@@ -388,7 +388,9 @@ pub fn resources(spec: &Spec) -> cgroups::Resources {
                 kind: match d.typ() {
                     Some(T::C) | Some(T::U) => 'c',
                     Some(T::B) => 'b',
-                    _ => 'a',
+                    // The device cgroup knows no fifos: such a rule means nothing to it.
+                    Some(T::P) => continue,
+                    Some(T::A) | None => 'a',
                 },
                 major: d.major(),
                 minor: d.minor(),
