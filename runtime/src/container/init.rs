@@ -66,17 +66,6 @@ pub(crate) enum Never {}
 fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
     // Die with the parent until it has seen us ready.
     set_pdeathsig(libc::SIGKILL)?;
-    let mut go = [0u8; 1];
-    if sync.read(&mut go).map_err(|e| Error::Process {
-        what: "wait for parent".into(),
-        source: e,
-    })? != 1
-    {
-        // The parent went away before placing us: nothing to do.
-        // SAFETY: see `run`.
-        unsafe { libc::_exit(1) }
-    }
-
     for (flag, path) in &ctx.join {
         let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
             Error::Sys {
@@ -94,13 +83,6 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
     let in_userns = ctx.clone_flags.contains(CloneFlags::CLONE_NEWUSER);
     if in_userns {
         become_root()?;
-    }
-    if ctx.new_cgroupns {
-        // After the parent put us in our cgroup, so that it becomes our cgroup root.
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::Process {
-            what: "unshare cgroup namespace".into(),
-            source: e.into(),
-        })?;
     }
     if ctx.clone_flags.contains(CloneFlags::CLONE_NEWNET) {
         // A new network namespace starts with `lo` down; every pod expects it up.
@@ -165,9 +147,45 @@ fn setup_and_exec(ctx: &InitContext, sync: &mut UnixStream) -> Result<Never> {
         None => None,
     };
 
+    // The parent moves us into our cgroup meanwhile: on cgroup v1 the first move waits for
+    // an RCU grace period (milliseconds), so the mounts that do not need it go on in
+    // parallel, and we wait for "placed" only before our cgroup matters.
+    let mut placed = false;
+    let mut wait_placed = || -> Result<()> {
+        if placed {
+            return Ok(());
+        }
+        placed = true;
+        let mut go = [0u8; 1];
+        if sync.read(&mut go).map_err(|e| Error::Process {
+            what: "wait for parent".into(),
+            source: e,
+        })? != 1
+        {
+            // The parent went away before placing us: nothing to do.
+            // SAFETY: see `run`.
+            unsafe { libc::_exit(1) }
+        }
+        if ctx.new_cgroupns {
+            // After the parent put us in our cgroup, so that it becomes our cgroup root.
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::Process {
+                what: "unshare cgroup namespace".into(),
+                source: e.into(),
+            })?;
+        }
+        Ok(())
+    };
     if let Some(rootfs) = &ctx.rootfs {
-        mounts::setup_rootfs(&ctx.spec, rootfs, &ctx.facts, ctx.new_cgroupns, in_userns)?;
+        mounts::setup_rootfs(
+            &ctx.spec,
+            rootfs,
+            &ctx.facts,
+            ctx.new_cgroupns,
+            in_userns,
+            &mut wait_placed,
+        )?;
     }
+    wait_placed()?;
     if let Some(linux) = ctx.spec.linux() {
         for (key, value) in linux.sysctl().iter().flatten() {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));

@@ -576,6 +576,7 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
 
     let cg = opts.cgroups;
     cg.create(&rec.cgroup, &resources(spec))?;
+    tracing::debug!(container = %rec.id, cgroup = %rec.cgroup, "cgroup made");
 
     if let Some(p) = &join_pid {
         // setns on a pid namespace applies to our future children: the init we clone next.
@@ -619,6 +620,7 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
             }
         })?;
     drop(child_sock);
+    tracing::debug!(container = %rec.id, pid = pid.as_raw(), "init cloned");
     rec.init = ProcId::of(pid.as_raw()).unwrap_or(ProcId {
         pid: pid.as_raw(),
         start: 0,
@@ -630,14 +632,27 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         let _ = nix::sys::wait::waitpid(pid, None);
         e
     };
-    cg.add_process(&rec.cgroup, pid.as_raw())
-        .map_err(|e| kill_child(e.into()))?;
-    parent_sock.write_all(b"G").map_err(|e| {
-        kill_child(Error::Process {
+    // The init works while we place it: if it failed first, its message is the cause.
+    let init_failed = |e: Error, sock: &mut UnixStream| {
+        let e = kill_child(e);
+        let mut msg = Vec::new();
+        let _ = sock.read_to_end(&mut msg);
+        match msg.strip_prefix(b"E") {
+            Some(m) => Error::Init(String::from_utf8_lossy(m).into_owned()),
+            None => e,
+        }
+    };
+    if let Err(e) = cg.add_process(&rec.cgroup, pid.as_raw()) {
+        return Err(init_failed(e.into(), &mut parent_sock));
+    }
+    tracing::debug!(container = %rec.id, "init placed in its cgroup");
+    if let Err(e) = parent_sock.write_all(b"G") {
+        let e = Error::Process {
             what: "signal container init".into(),
             source: e,
-        })
-    })?;
+        };
+        return Err(init_failed(e, &mut parent_sock));
+    }
     let mut first = [0u8; 1];
     let mut n = parent_sock.read(&mut first).unwrap_or(0);
     if n == 1 && first[0] == b'U' {
@@ -661,6 +676,7 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         };
         return Err(kill_child(Error::Init(msg)));
     }
+    tracing::debug!(container = %rec.id, "init ready");
     rec.status = Status::Created;
     root.save(rec)?;
     Ok(Created {

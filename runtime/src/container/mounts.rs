@@ -247,6 +247,7 @@ pub fn setup_rootfs(
     facts: &HostFacts,
     new_cgroupns: bool,
     in_userns: bool,
+    before_cgroup: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let linux = spec.linux().as_ref();
     // Nothing we mount below may reach the host.
@@ -308,6 +309,10 @@ pub fn setup_rootfs(
 
     let mounts = spec.mounts().as_deref().unwrap_or_default();
     for m in mounts {
+        if m.typ().as_deref() == Some("cgroup") {
+            // The cgroup view depends on the cgroup we are in (and its namespace).
+            before_cgroup()?;
+        }
         mount_one(root, m, facts, new_cgroupns, in_userns)?;
     }
     if mounts
