@@ -6,6 +6,7 @@
 # usage: deploy/bench-runtime.sh [--runs N | --quick] [--bundle DIR]
 #   --runs N      measured iterations per runtime (default 100)
 #   --quick       10 iterations (CI smoke)
+#   --debug       time the debug build (the one the tests build; for smoke runs, not figures)
 #   --bundle DIR  the OCI bundle (default deploy/images/out/bundle-busybox, built if missing)
 #
 # Method (one Python driver timing with time.perf_counter_ns, one process for all runtimes):
@@ -30,14 +31,16 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 runs=100
 bundle=""
+profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="${2:?--runs needs a number}"; shift 2 ;;
     --runs=*) runs="${1#--runs=}"; shift ;;
     --quick) runs=10; shift ;;
+    --debug) profile=debug; shift ;;
     --bundle) bundle="${2:?--bundle needs a directory}"; shift 2 ;;
     --bundle=*) bundle="${1#--bundle=}"; shift ;;
-    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench-runtime.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -58,11 +61,13 @@ fi
 py=/usr/bin/python3
 [ -x "$py" ] || py="$(command -v python3)"
 
-berth="${CARGO_TARGET_DIR:-$repo/target}/release/berth-runtime"
-if [ ! -x "$berth" ]; then
-  echo "building $berth"
-  (cd "$repo" && cargo build --release -p berth-runtime)
+# Always through cargo, so the binary is never stale (a no-op when it is current).
+if [ "$profile" = debug ]; then
+  (cd "$repo" && cargo build -q -p berth-runtime --bin berth-runtime)
+else
+  (cd "$repo" && cargo build -q --release -p berth-runtime --bin berth-runtime)
 fi
+berth="${CARGO_TARGET_DIR:-$repo/target}/$profile/berth-runtime"
 
 work="$(mktemp -d /tmp/berth-bench.XXXXXX)"
 holder=""

@@ -45,5 +45,11 @@ store/bench/run.sh --debug --duration 1
 step "engine-bench smoke run (debug build, few writes: proves it runs, not how fast)"
 cargo run -q -p berth-store --bin engine-bench -- --writes 200 --flush-every 10
 
+step "test images and the test server (deploy/images/test.sh)"
+deploy/images/test.sh
+
+step "runtime benchmark smoke run (10 runs each of Berth, runc, crun: proves it runs, not how fast)"
+deploy/bench-runtime.sh --quick --debug
+
 step "api_bench smoke run (debug build, few ops: proves it runs, not how fast)"
 cargo bench -q --profile dev -p berth-apiserver --bench api_bench -- --ops 100 --watchers 4
