@@ -23,7 +23,7 @@
 #     (crun 1.8 refuses a hybrid cgroup host otherwise);
 #   * each runtime gets its own --root under a temp dir; everything is deleted on exit.
 # Needs root. Installs runc, crun and python3 with apt when missing; builds
-# target/release/berth-runtime (cargo build --release -p berth-runtime) when missing.
+# target/release/berth-runtime through cargo (a no-op when current).
 set -euo pipefail
 export LC_ALL=C NO_COLOR=1
 
@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --debug) profile=debug; shift ;;
     --bundle) bundle="${2:?--bundle needs a directory}"; shift 2 ;;
     --bundle=*) bundle="${1#--bundle=}"; shift ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench-runtime.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
