@@ -12,7 +12,7 @@ need=()
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v etcd >/dev/null || need+=(etcd-server)
 # The runtime's tests and benchmark: the reference runtimes, image tools, busybox for images.
-for tool in runc crun umoci skopeo; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in runc crun umoci skopeo curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

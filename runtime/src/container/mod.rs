@@ -603,22 +603,58 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         source: e,
     })?;
     let child_fd = child_sock.as_raw_fd();
-    let mut stack = vec![0u8; 1 << 20];
-    let cb = Box::new(|| {
-        // SAFETY: the child owns its copy of the descriptor table; child_fd is open in it.
-        let mut sock = UnixStream::from(unsafe { init::owned(child_fd) });
-        init::run(&ctx, &mut sock)
-    });
-    // SAFETY: this process is single-threaded (the CLI or a shim; documented contract of
-    // `create`), so the child may run ordinary Rust code on its copy of our memory. The
-    // stack outlives the call in the parent and is the child's own copy in the child.
-    let pid =
-        unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| {
-            Error::Process {
-                what: "clone container init".into(),
-                source: e.into(),
+    // On cgroup v2 the init is born in its cgroup (clone3 with CLONE_INTO_CGROUP): no
+    // migration afterwards, which is what costs an RCU grace period.
+    let cgroup_dir = (cg.version() == 2)
+        .then(|| {
+            nix::fcntl::open(
+                &cg.dir(&rec.cgroup),
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()
+        })
+        .flatten();
+    let mut born_in_cgroup = false;
+    let mut pid = None;
+    if let Some(dir) = &cgroup_dir {
+        match clone_into_cgroup(flags, dir.as_raw_fd()) {
+            Ok(Some(p)) => {
+                pid = Some(p);
+                born_in_cgroup = true;
             }
-        })?;
+            Ok(None) => {
+                // The child: a fork-like copy of this (single-threaded) process.
+                // SAFETY: the child owns its copy of the descriptor table; child_fd is open in it.
+                let mut sock = UnixStream::from(unsafe { init::owned(child_fd) });
+                init::run(&ctx, &mut sock)
+            }
+            // Older kernels (before 5.7) or a cgroup that refuses: migrate as on v1.
+            Err(e) => tracing::debug!(error = %e, "clone3 into cgroup unavailable"),
+        }
+    }
+    let pid = match pid {
+        Some(p) => p,
+        None => {
+            let mut stack = vec![0u8; 1 << 20];
+            let cb = Box::new(|| {
+                // SAFETY: the child owns its copy of the descriptor table; child_fd is open in it.
+                let mut sock = UnixStream::from(unsafe { init::owned(child_fd) });
+                init::run(&ctx, &mut sock)
+            });
+            // SAFETY: this process is single-threaded (the CLI or a shim; documented contract
+            // of `create`), so the child may run ordinary Rust code on its copy of our memory.
+            // The stack outlives the call in the parent and is the child's own copy in the child.
+            unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(
+                |e| Error::Process {
+                    what: "clone container init".into(),
+                    source: e.into(),
+                },
+            )?
+        }
+    };
     drop(child_sock);
     tracing::debug!(container = %rec.id, pid = pid.as_raw(), "init cloned");
     rec.init = ProcId::of(pid.as_raw()).unwrap_or(ProcId {
@@ -642,8 +678,10 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
             None => e,
         }
     };
-    if let Err(e) = cg.add_process(&rec.cgroup, pid.as_raw()) {
-        return Err(init_failed(e.into(), &mut parent_sock));
+    if !born_in_cgroup {
+        if let Err(e) = cg.add_process(&rec.cgroup, pid.as_raw()) {
+            return Err(init_failed(e.into(), &mut parent_sock));
+        }
     }
     tracing::debug!(container = %rec.id, "init placed in its cgroup");
     if let Err(e) = parent_sock.write_all(b"G") {
@@ -683,6 +721,48 @@ fn create_inner(opts: &CreateOptions<'_>, rec: &mut Record, rootfs: Rootfs) -> R
         pid: pid.as_raw(),
         sync: parent_sock,
     })
+}
+
+/// `clone3(CLONE_INTO_CGROUP)`, fork-style (no new stack): `Some(pid)` in the parent, `None`
+/// in the child.
+fn clone_into_cgroup(flags: CloneFlags, cgroup_fd: RawFd) -> std::io::Result<Option<Pid>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 reads `args` (of the size we pass). Without a stack it forks: the child
+    // continues here on a copy of our memory, which is sound because the caller is
+    // single-threaded (the contract of `create`).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        0 => Ok(None),
+        p if p > 0 => Ok(Some(Pid::from_raw(p as i32))),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 /// The `uid_map` and `gid_map` contents a spec asks for.
