@@ -4,7 +4,7 @@
 //! `/bin/busybox` with its applet links, and `runc spec`'s defaults plus a cgroup namespace)
 //! and runs it under its own runtime root. A [`Ctr`] guard deletes the container with
 //! `--force` when the test ends, even by panic; when the test passed, the guard then checks
-//! that nothing is left: no state directory, no `berth/<id>` cgroup, no live process of the
+//! that nothing is left: no state directory, no `berth-runtime/<id>` cgroup, no live process of the
 //! container.
 //!
 //! Everything that clones goes through the binary: `container::create` must run in a
@@ -498,7 +498,7 @@ impl Ctr {
         let id = &self.id;
         let dir = self.root().join(id);
         assert!(!dir.exists(), "state directory {} is left", dir.display());
-        let cgroup = format!("berth/{id}");
+        let cgroup = format!("{}/{id}", berth_runtime::container::DEFAULT_CGROUP_PARENT);
         let cg = berth_runtime::cgroups::detect().expect("host cgroups");
         assert!(!cg.exists(&cgroup), "cgroup {cgroup} is left");
         let memory = Path::new("/sys/fs/cgroup/memory").join(&cgroup);

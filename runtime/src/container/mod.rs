@@ -352,14 +352,18 @@ pub fn now_rfc3339() -> String {
     )
 }
 
-/// The cgroup path of a spec: `linux.cgroupsPath` or `berth/<id>`.
+/// Where containers without `linux.cgroupsPath` go: apart from the node agent's pods (under
+/// `berth/`), whose recovery removes whatever it does not own there.
+pub const DEFAULT_CGROUP_PARENT: &str = "berth-runtime";
+
+/// The cgroup path of a spec: `linux.cgroupsPath` or `berth-runtime/<id>`.
 pub fn cgroup_path(spec: &Spec, id: &str) -> String {
     spec.linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.to_string_lossy().trim_start_matches('/').to_string())
         .filter(|p| !p.is_empty() && !p.contains(':'))
-        .unwrap_or_else(|| format!("berth/{id}"))
+        .unwrap_or_else(|| format!("{DEFAULT_CGROUP_PARENT}/{id}"))
 }
 
 /// The cgroup limits a spec asks for.
