@@ -400,11 +400,7 @@ impl Runtime {
 
     fn run_sandbox_inner(&self, cfg: &SandboxConfig, mut rec: SandboxRecord) -> Result<Sandbox> {
         let dir = self.pod_dir(&cfg.id);
-        let hostname = if cfg.hostname.is_empty() {
-            cfg.name.clone()
-        } else {
-            cfg.hostname.clone()
-        };
+        let hostname = sandbox_hostname(cfg);
         fs::write(dir.join("hostname"), format!("{hostname}\n"))
             .map_err(io("write hostname", &dir))?;
         self.write_hosts(&cfg.id, &[])?;
@@ -463,11 +459,7 @@ impl Runtime {
         let dir = self.pod_dir(sandbox_id);
         let rec: SandboxRecord = read_json(&dir.join("sandbox.json"))?;
         let cfg = &rec.config;
-        let hostname = if cfg.hostname.is_empty() {
-            &cfg.name
-        } else {
-            &cfg.hostname
-        };
+        let hostname = sandbox_hostname(cfg);
         let mut hosts = String::from(
             "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
         );
@@ -548,11 +540,7 @@ impl Runtime {
         });
         v["root"] =
             serde_json::json!({"path": self.cfg.root.join("pause/rootfs"), "readonly": true});
-        v["hostname"] = serde_json::json!(if cfg.hostname.is_empty() {
-            &cfg.name
-        } else {
-            &cfg.hostname
-        });
+        v["hostname"] = serde_json::json!(sandbox_hostname(cfg));
         v["mounts"]
             .as_array_mut()
             .expect("mounts")
@@ -1221,21 +1209,7 @@ fn sandbox_hostname(cfg: &SandboxConfig) -> &str {
 }
 
 fn list_dirs(dir: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io("list", dir)(e)),
-    };
-    for e in entries.flatten() {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            if let Some(n) = e.file_name().to_str() {
-                out.push(n.to_string());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(container::list_dirs(dir)?)
 }
 
 fn unmount_if_mounted(path: &Path) -> Result<()> {

@@ -306,14 +306,7 @@ fn child(
             what: "join user namespace".into(),
             source: e.into(),
         })?;
-        let root = nix::unistd::Uid::from_raw(0);
-        let root_g = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_g, root_g, root_g)
-            .and_then(|()| nix::unistd::setresuid(root, root, root))
-            .map_err(|e| Error::Process {
-                what: "become root in the user namespace".into(),
-                source: e.into(),
-            })?;
+        init::become_root()?;
     }
     if let Some(slave) = tty {
         nix::unistd::setsid().map_err(|e| Error::Process {

@@ -382,7 +382,7 @@ fn loopback_up() -> Result<()> {
 }
 
 /// uid and gid 0 inside a user namespace we just entered.
-fn become_root() -> Result<()> {
+pub(crate) fn become_root() -> Result<()> {
     let root_uid = nix::unistd::Uid::from_raw(0);
     let root_gid = nix::unistd::Gid::from_raw(0);
     nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| Error::Process {

@@ -218,17 +218,7 @@ impl Root {
 
     /// Ids of every container with a directory here.
     pub fn list(&self) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
-            let entry = entry.map_err(io_err("list", &self.dir))?;
-            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                if let Some(name) = entry.file_name().to_str() {
-                    ids.push(name.to_string());
-                }
-            }
-        }
-        ids.sort();
-        Ok(ids)
+        list_dirs(&self.dir)
     }
 
     /// The status of a record, read from its process.
@@ -263,6 +253,22 @@ impl Root {
             annotations: rec.annotations.clone(),
         })
     }
+}
+
+/// Names of the subdirectories of `dir`, sorted; none when `dir` does not exist.
+pub(crate) fn list_dirs(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
