@@ -1,6 +1,7 @@
 //! `berth`: the all-in-one binary. `berth server` runs a control-plane member (store, API
 //! server); `berth store` runs a bare store member; `berth runtime` is the bundled container
-//! runtime with runc's verbs. The agent and `berth up` join as their issues land.
+//! runtime with runc's verbs; `berth agent`
+//! runs the node agent.
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ enum Command {
     /// Run a control-plane member: a store member and the Kubernetes API over HTTPS. Writes
     /// an admin kubeconfig to DATA_DIR/kubeconfig.yaml.
     Server(berth_apiserver::ServerArgs),
+    /// Run the node agent (Berth's kubelet) on this machine.
+    Agent(berth_node_agent::cli::AgentArgs),
     /// The bundled OCI runtime, with runc's verbs and flags (`berth runtime --help`).
     Runtime {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -65,6 +68,7 @@ async fn async_main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Store(args) => berth_store::config::run(args).await,
         Command::Server(args) => server(args).await,
+        Command::Agent(args) => agent(args).await,
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
     };
     match result {
@@ -73,6 +77,17 @@ async fn async_main() -> std::process::ExitCode {
             tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+async fn agent(args: berth_node_agent::cli::AgentArgs) -> anyhow::Result<()> {
+    let shim = berth_node_agent::cli::default_shim();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = berth_node_agent::cli::run(args, shim) => r,
+        // Containers keep running: a restarted agent takes them over.
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
     }
 }
 

@@ -1,7 +1,234 @@
 //! The node agent: Berth's kubelet, run as `berth agent`.
 //!
-//! It will own node registration and lease heartbeats, the pod sync loop (sandbox,
-//! init containers, members, probes, restart back-off), status reporting and the
-//! agent's HTTPS endpoint for logs, exec, attach and port-forward.
-//! Empty until issue "The node agent".
+//! It registers its [`node`] (capacity, addresses, conditions, a heartbeat Lease), watches
+//! the pods bound to it and runs each through the bundled runtime ([`pod`]: a worker per
+//! pod that plans purely and then acts), wires pods to the network through CNI plugins
+//! ([`cni`]), probes containers ([`probe`]), restarts them with [`backoff`], and writes
+//! [`events`]. Everything it learns about the cluster comes from the API server; everything
+//! it knows about its containers comes from the runtime's own records, so a restarted agent
+//! picks up where it was without restarting anything.
+//!
+//! Start reading at [`Agent::run`].
 #![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod cli;
+pub mod cni;
+pub mod events;
+pub mod node;
+pub mod pod;
+pub mod probe;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_runtime::pod::Runtime;
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::events::{Kind, Recorder};
+use crate::node::NodeFacts;
+use crate::pod::translate::DnsSettings;
+
+/// How the agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent's own state: `pods/<uid>/` (network records, volumes), `logs/`.
+    pub dir: PathBuf,
+    pub dns: DnsSettings,
+    pub backoff: BackoffPolicy,
+}
+
+/// Everything a pod worker shares.
+pub struct Agent {
+    pub client: kube::Client,
+    pub rt: Arc<Runtime>,
+    pub facts: NodeFacts,
+    pub cfg: AgentConfig,
+    pub cni: Option<cni::Cni>,
+    pub backoff: Mutex<Backoff>,
+    pub probes: probe::Probes,
+    pub events: Recorder,
+    pub workers: pod::Workers,
+    /// The watch-fed cache of this node's pods, once the pod loop runs.
+    pub pods: std::sync::OnceLock<kube::runtime::reflector::Store<Pod>>,
+    pub cpu_samples: server::CpuSamples,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("node", &self.facts.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    pub fn new(
+        client: kube::Client,
+        rt: Arc<Runtime>,
+        facts: NodeFacts,
+        cfg: AgentConfig,
+        cni: Option<cni::Cni>,
+    ) -> Arc<Agent> {
+        let events = Recorder::start(client.clone(), facts.name.clone());
+        Arc::new(Agent {
+            backoff: Mutex::new(Backoff::new(cfg.backoff)),
+            client,
+            rt,
+            facts,
+            cfg,
+            cni,
+            probes: probe::Probes::default(),
+            events,
+            workers: pod::Workers::default(),
+            pods: std::sync::OnceLock::new(),
+            cpu_samples: server::CpuSamples::default(),
+        })
+    }
+
+    /// Register the node, then keep its heartbeat and run its pods until dropped.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        let cni_ready = self.cni.is_some();
+        let root = self.facts.root.clone();
+        let state =
+            tokio::task::spawn_blocking(move || node::MachineState::measure(&root, cni_ready))
+                .await?;
+        node::register(&self.client, &self.facts, &state).await?;
+        tracing::info!(node = %self.facts.name, ip = %self.facts.ip, "node registered");
+        let heartbeat = tokio::spawn(node::heartbeat(
+            self.client.clone(),
+            self.facts.clone(),
+            move || cni_ready,
+        ));
+        let pods = tokio::spawn(pod::run(self.clone()));
+        let r = tokio::select! {
+            r = heartbeat => r,
+            r = pods => r,
+        };
+        r.map_err(|e| anyhow::anyhow!("agent task ended: {e}"))
+    }
+
+    /// Make sure the image of `c` is on the node as its pull policy says; on failure the
+    /// waiting reason and message for the container's status.
+    pub async fn ensure_image(
+        &self,
+        pod: &Pod,
+        c: &Container,
+    ) -> Result<(), (&'static str, String)> {
+        let image = c.image.clone().unwrap_or_default();
+        if image.is_empty() {
+            return Err(("InvalidImageName", "no image given".into()));
+        }
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(&image).into());
+        let rt = self.rt.clone();
+        let img = image.clone();
+        let present = tokio::task::spawn_blocking(move || rt.images().get(&img).is_ok())
+            .await
+            .unwrap_or(false);
+        if present && policy != "Always" {
+            self.events.pod(
+                pod,
+                Some(&c.name),
+                Kind::Normal,
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            );
+            return Ok(());
+        }
+        if policy == "Never" {
+            let msg =
+                format!("Container image \"{image}\" is not present with pull policy of Never");
+            self.events.pod(
+                pod,
+                Some(&c.name),
+                Kind::Warning,
+                "ErrImageNeverPull",
+                msg.clone(),
+            );
+            return Err(("ErrImageNeverPull", msg));
+        }
+        self.events.pod(
+            pod,
+            Some(&c.name),
+            Kind::Normal,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        );
+        let msg = format!(
+            "failed to pull image \"{image}\": this node has no registry access configured; load the image with `kctl image load` or set imagePullPolicy: IfNotPresent"
+        );
+        self.events
+            .pod(pod, Some(&c.name), Kind::Warning, "Failed", msg.clone());
+        Err(("ErrImagePull", msg))
+    }
+}
+
+/// Kubernetes' default: `Always` for `:latest` or an untagged image, else `IfNotPresent`.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match name.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+#[async_trait::async_trait]
+impl probe::Exec for Agent {
+    async fn exec(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> std::io::Result<(i32, String)> {
+        let opts = berth_runtime::container::ExecOptions {
+            args: command.to_vec(),
+            ..Default::default()
+        };
+        let mut cmd = tokio::process::Command::from(self.rt.exec_command(container_id, &opts));
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn()?;
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(out) => {
+                let out = out?;
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                text.truncate(10 * 1024);
+                Ok((out.status.code().unwrap_or(128), text))
+            }
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("command timed out after {}s", timeout.as_secs()),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_defaults_like_kubernetes() {
+        assert_eq!(default_pull_policy("busybox"), "Always");
+        assert_eq!(default_pull_policy("busybox:latest"), "Always");
+        assert_eq!(default_pull_policy("busybox:1.36"), "IfNotPresent");
+        assert_eq!(default_pull_policy("localhost:5000/busybox"), "Always");
+        assert_eq!(
+            default_pull_policy("localhost:5000/busybox:1"),
+            "IfNotPresent"
+        );
+        assert_eq!(default_pull_policy("busybox@sha256:abc"), "IfNotPresent");
+    }
+}

@@ -1114,10 +1114,45 @@ impl Runtime {
         cmd
     }
 
+    /// A descriptor that becomes readable once container `id` has ended and its monitor has
+    /// written down how (a pidfd of the monitor, which exits right after `exit.json`). `None`
+    /// when the container has already ended. Poll it (e.g. tokio's `AsyncFd`) instead of
+    /// asking [`Runtime::container_status`] in a loop.
+    pub fn exit_fd(&self, id: &str) -> Result<Option<std::os::fd::OwnedFd>> {
+        let rec = self.state.load(id)?;
+        let monitor = rec.creator;
+        if !monitor.alive() {
+            return Ok(None);
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, monitor.pid, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(None);
+            }
+            return Err(io("pidfd_open", &self.ctr_dir(id))(e));
+        }
+        // SAFETY: the syscall returned a fresh descriptor nobody else owns.
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        // The pid may have been reused between the check and the open: check again now that
+        // the descriptor pins whatever process it names.
+        if !monitor.alive() {
+            return Ok(None);
+        }
+        Ok(Some(fd))
+    }
+
     /// CPU and memory of a container (or a whole pod with `pod-<id>`).
     pub fn stats(&self, id: &str) -> Result<cgroups::Stats> {
         let rec = self.state.load(id)?;
         Ok(self.cg.stats(&rec.cgroup)?)
+    }
+
+    /// CPU and memory of a whole pod (its sandbox's cgroup, members included).
+    pub fn sandbox_stats(&self, id: &str) -> Result<cgroups::Stats> {
+        Ok(self.cg.stats(&self.pod_cgroup(id))?)
     }
 
     /// Remove every image no container uses.

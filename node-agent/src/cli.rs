@@ -1,0 +1,309 @@
+//! `berth agent`: flags (kubelet's names where kubelet has one) and start-up.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::backoff::BackoffPolicy;
+use crate::cni::Cni;
+use crate::node::{self, NodeFacts};
+use crate::pod::translate::{parse_resolv_conf, DnsSettings};
+use crate::{Agent, AgentConfig};
+
+/// Flags of `berth agent`.
+#[derive(Debug, Clone, Parser)]
+pub struct AgentArgs {
+    /// The agent's directory: its kubeconfig and certificates, the runtime's root
+    /// (`runtime/`), pod volumes and logs, and `images/` (tarballs imported at start).
+    #[arg(long, default_value = "/var/lib/berth/agent")]
+    pub data_dir: PathBuf,
+    /// Credentials for the API server; default `DATA_DIR/kubeconfig.yaml`.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name; default the host name.
+    #[arg(long = "hostname-override")]
+    pub node_name: Option<String>,
+    /// The address other nodes and the API server reach this node at; default the local
+    /// address of the route to the API server.
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// Port of the agent's HTTPS endpoint (logs, exec, port-forward, stats).
+    #[arg(long, default_value_t = 10250)]
+    pub port: u16,
+    /// Extra node labels, `key=value,...`.
+    #[arg(long = "node-labels", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Directory of CNI network configurations (the first, by name, is used).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Directories holding CNI plugins, `:`-separated.
+    #[arg(long, default_value = "/opt/cni/bin:/usr/lib/cni")]
+    pub cni_bin_dir: String,
+    /// Cluster DNS servers for ClusterFirst pods; none means the host's resolvers.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Vec<String>,
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The host resolv.conf pods with dnsPolicy Default get.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// First crash back-off delay (`10s`, `500ms`, `1m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub crash_backoff_initial: Duration,
+    /// Longest crash back-off delay.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub crash_backoff_max: Duration,
+    /// Cgroup parent of every pod.
+    #[arg(long, default_value = "berth")]
+    pub cgroup_parent: String,
+    /// Serving certificate of the agent's HTTPS endpoint (PEM).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA that callers' client certificates must chain to (the cluster CA).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m or h"
+            ))
+        }
+    };
+    if !(0.0..=86400.0 * 365.0).contains(&secs) {
+        return Err(format!("invalid duration {s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The local address the kernel would use to reach `server` (no packet is sent).
+fn route_source(server: &str) -> Option<String> {
+    let url: http::Uri = server.parse().ok()?;
+    let host = url.host()?.trim_matches(|c| c == '[' || c == ']');
+    let port = url.port_u16().unwrap_or(443);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()?
+        .next()?;
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(addr).ok()?;
+    Some(s.local_addr().ok()?.ip().to_string())
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client_from(path: &std::path::Path) -> anyhow::Result<(kube::Client, String)> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("kubeconfig {}", path.display()))?;
+    let server = cfg.cluster_url.to_string();
+    Ok((
+        kube::Client::try_from(cfg).context("building the API client")?,
+        server,
+    ))
+}
+
+/// The runtime shim: this executable with `runtime` when it is `berth`, else `berth-runtime`
+/// next to it.
+pub fn default_shim() -> Vec<OsString> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "berth".into());
+    if exe.file_name().is_some_and(|n| n == "berth") {
+        vec![exe.into_os_string(), "runtime".into()]
+    } else {
+        vec![exe.with_file_name("berth-runtime").into_os_string()]
+    }
+}
+
+/// Set up and run the agent until it fails.
+pub async fn run(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<()> {
+    let agent = start(args.clone(), shim).await?;
+    let server = match (
+        &args.tls_cert_file,
+        &args.tls_private_key_file,
+        &args.client_ca_file,
+    ) {
+        (Some(c), Some(k), Some(ca)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let tls = crate::server::TlsFiles {
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+                client_ca_pem: read(ca)?,
+            };
+            let addr = format!("0.0.0.0:{}", args.port);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            Some(tokio::spawn(crate::server::serve(
+                agent.clone(),
+                listener,
+                tls,
+            )))
+        }
+        (None, None, None) => {
+            tracing::warn!("no --tls-cert-file/--tls-private-key-file/--client-ca-file: logs, exec and stats are not served");
+            None
+        }
+        _ => anyhow::bail!(
+            "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
+        ),
+    };
+    let r = agent.run().await;
+    if let Some(s) = server {
+        s.abort();
+    }
+    r
+}
+
+/// Import every image tarball (OCI layout or `docker save`) in `dir` into the node's store,
+/// as k3s does with its air-gap directory; returns the names imported.
+pub fn import_images(
+    rt: &berth_runtime::pod::Runtime,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(names);
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    for f in files {
+        match rt.images().import(&f) {
+            Ok(images) => {
+                for i in images {
+                    tracing::info!(file = %f.display(), image = %i.names.join(","), id = %i.id, "image imported");
+                    names.extend(i.names);
+                }
+            }
+            Err(e) => tracing::warn!(file = %f.display(), error = %e, "image import failed"),
+        }
+    }
+    Ok(names)
+}
+
+/// Set everything up (runtime, client, node facts); the caller runs it.
+pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<Agent>> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
+    let (client, server) = client_from(&kubeconfig).await?;
+    let name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .context("reading the host name")?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    let ip = match &args.node_ip {
+        Some(ip) => ip.clone(),
+        None => route_source(&server).unwrap_or_else(|| "127.0.0.1".into()),
+    };
+    let mut labels = node::default_labels(&name);
+    for l in &args.node_labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--node-labels: {l:?} is not key=value"))?;
+        labels.insert(k.into(), v.into());
+    }
+    let root = args.data_dir.join("runtime");
+    let mut rcfg = berth_runtime::pod::RuntimeConfig::new(&root, shim);
+    rcfg.cgroup_parent = args.cgroup_parent.clone();
+    let images = args.data_dir.join("images");
+    let rt = tokio::task::spawn_blocking(move || {
+        let rt = berth_runtime::pod::Runtime::open(rcfg).context("opening the runtime")?;
+        import_images(&rt, &images)?;
+        Ok::<_, anyhow::Error>(rt)
+    })
+    .await??;
+    let rt = Arc::new(rt);
+    let facts = NodeFacts {
+        name,
+        ip,
+        port: args.port,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        memory_bytes: node::memory_total(),
+        labels,
+        root: args.data_dir.clone(),
+    };
+    let has_cni_config = std::fs::read_dir(&args.cni_conf_dir)
+        .map(|d| {
+            d.flatten().any(|e| {
+                let p = e.path();
+                matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("conflist" | "conf" | "json")
+                )
+            })
+        })
+        .unwrap_or(false);
+    let cni = has_cni_config.then(|| Cni {
+        conf_dir: args.cni_conf_dir.clone(),
+        bin_dirs: args.cni_bin_dir.split(':').map(PathBuf::from).collect(),
+    });
+    if cni.is_none() {
+        tracing::warn!(dir = %args.cni_conf_dir.display(), "no CNI configuration: the node reports NotReady and only hostNetwork pods run");
+    }
+    let host = std::fs::read_to_string(&args.resolv_conf).unwrap_or_default();
+    let cfg = AgentConfig {
+        dir: args.data_dir.clone(),
+        dns: DnsSettings {
+            cluster_dns: args.cluster_dns.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            host: parse_resolv_conf(&host),
+        },
+        backoff: BackoffPolicy {
+            initial: args.crash_backoff_initial,
+            max: args.crash_backoff_max.max(args.crash_backoff_initial),
+            reset_after: Duration::from_secs(600),
+        },
+    };
+    Ok(Agent::new(client, rt, facts, cfg, cni))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_kubelet_flags() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unit"));
+    }
+}
