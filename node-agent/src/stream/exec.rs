@@ -403,6 +403,7 @@ async fn exec_over_websocket<S>(
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
     let (resize_tx, resize_rx) = mpsc::channel::<TerminalSize>(16);
     let mut stdin_tx = opts.stdin.then_some(stdin_tx);
+    let hang_up = out.clone();
     let mut reader = tokio::spawn(async move {
         let mut resize = ResizeDecoder::default();
         while let Some(msg) = stream.next().await {
@@ -431,14 +432,16 @@ async fn exec_over_websocket<S>(
                         let _ = resize_tx.send(size).await;
                     }
                 }
-                CLOSE if proto.close_channel => {
-                    if data.first() == Some(&STDIN) {
-                        stdin_tx = None;
-                    }
+                // v5: `[255, 0]` is the client's end of stdin.
+                CLOSE if proto.close_channel && data.first() == Some(&STDIN) => {
+                    stdin_tx = None;
                 }
                 _ => {}
             }
         }
+        // The client is gone: let the writer go too, which drops the connection (the
+        // process runs on, its output drained, as under the kubelet).
+        let _ = hang_up.send(WsOut::Close).await;
     });
 
     let writer_for = |channel| {

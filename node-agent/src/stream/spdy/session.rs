@@ -319,6 +319,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             | Frame::Unknown { .. } => {}
         }
     }
+    // The client is gone: shut the write half too, so handlers see a closed connection.
+    let _ = out.send(Outgoing::Shutdown).await;
 }
 
 #[cfg(test)]
