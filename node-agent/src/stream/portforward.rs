@@ -382,7 +382,7 @@ async fn over_channels<S>(
     let mut inbound = Vec::with_capacity(opts.ports.len());
     let mut ports = JoinSet::new();
     for (i, &port) in opts.ports.iter().enumerate() {
-        // Channels are bytes: 127 ports at most, as in the kubelet.
+        // Channels are bytes: 128 ports at most (channels 0 to 255).
         let Ok(data_channel) = u8::try_from(2 * i) else {
             break;
         };

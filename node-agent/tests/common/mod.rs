@@ -2,6 +2,8 @@
 //! servers, and small websocket and SPDY clients.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,13 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+/// Whether `tool` is an executable file on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
 
 /// Every network wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(15);
