@@ -40,8 +40,9 @@ pub type ExitFuture = Pin<Box<dyn Future<Output = io::Result<i32>> + Send>>;
 ///
 /// Without a terminal: separate `stdin`, `stdout`, `stderr`. With one ([`Process::tty`]):
 /// `stdin` writes to the terminal, `stdout` reads from it, `stderr` is `None`. The
-/// session reads `stdout` and `stderr` to their ends and then awaits `exit`, so the
-/// backend must let both reach EOF when the process ends.
+/// session reports the exit only once `stdout` and `stderr` have reached EOF (so no
+/// output is lost), so the backend must let both end when the process does (a terminal
+/// may end with EIO instead, which counts as EOF).
 pub struct Process {
     /// Where the client's stdin goes; shut down at the client's end of input.
     pub stdin: Option<BoxWrite>,

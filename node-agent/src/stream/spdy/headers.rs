@@ -2,7 +2,7 @@
 //!
 //! A header block is a count of name/value pairs, each a 32-bit length and bytes; several
 //! values of one name are joined by NUL. Blocks travel zlib-compressed with the preset
-//! [`DICTIONARY`](super::DICTIONARY), one compression context per direction for the whole
+//! [`DICTIONARY`], one compression context per direction for the whole
 //! connection, each block ended by a sync flush so that it decompresses on its own.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
