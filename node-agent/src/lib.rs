@@ -4,7 +4,8 @@
 //! the pods bound to it and runs each through the bundled runtime ([`pod`]: a worker per
 //! pod that plans purely and then acts), wires pods to the network through CNI plugins
 //! ([`cni`]), probes containers ([`probe`]), restarts them with [`backoff`], and writes
-//! [`events`]. Everything it learns about the cluster comes from the API server; everything
+//! [`events`]. Its HTTPS endpoint ([`server`]) serves logs and stats, and exec, attach and
+//! port-forward in the Kubernetes streaming protocols ([`stream`]). Everything it learns about the cluster comes from the API server; everything
 //! it knows about its containers comes from the runtime's own records, so a restarted agent
 //! picks up where it was without restarting anything.
 //!
@@ -19,6 +20,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod server;
+pub mod stream;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
