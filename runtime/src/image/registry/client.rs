@@ -329,11 +329,20 @@ impl Client {
                 host,
                 detail: format!("{url}: {e}"),
             },
-            ureq::Error::Io(ref io) if is_tls_error(io) => PullError::Tls {
-                reference,
-                host,
-                detail: format!("{url}: {e}"),
-            },
+            ureq::Error::Io(ref io) if is_tls_error(io) => {
+                let mut detail = format!("{url}: {e}");
+                if detail.contains("UnknownIssuer") {
+                    detail += &format!(
+                        " (trust its CA with configs.\"{}\".tls.ca_file in the registries file)",
+                        self.host()
+                    );
+                }
+                PullError::Tls {
+                    reference,
+                    host,
+                    detail,
+                }
+            }
             ureq::Error::BodyExceedsLimit(_) => PullError::InvalidResponse {
                 reference,
                 host,

@@ -1001,6 +1001,43 @@ mod tests {
     }
 
     #[test]
+    fn pulled_digests_name_the_image_but_do_not_keep_it() {
+        let f = Fixture::new();
+        let img = f.image("amd64", "d");
+        let reg = f.serve(Behaviour {
+            tags: tags(&[("d:1", &digest(&img))]),
+            ..Behaviour::default()
+        });
+        let cfg = config(&reg, None);
+        let tagged = format!("{}/d:1", reg.host());
+        let by_digest = format!("{}/d@{}", reg.host(), digest(&img));
+        f.store.pull(&tagged, &cfg).unwrap();
+        let listed = f.store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].names, vec![tagged.clone()]);
+        assert_eq!(listed[0].repo_digests, vec![by_digest.clone()]);
+        // Removing the only tag removes the image and its digest names.
+        f.store.remove(&tagged).unwrap();
+        assert!(f.store.list().unwrap().is_empty());
+        assert!(matches!(
+            f.store.get(&by_digest),
+            Err(StoreError::NotFound { .. })
+        ));
+        // Pulled by digest only, it stays until removed by that digest.
+        let img2 = f.store.pull(&by_digest, &cfg).unwrap();
+        assert!(img2.names.is_empty());
+        f.store.tag(&by_digest, "local/d:x").unwrap();
+        f.store.remove("local/d:x").unwrap();
+        assert!(
+            f.store.list().unwrap().is_empty(),
+            "a digest name is not a tag"
+        );
+        f.store.pull(&by_digest, &cfg).unwrap();
+        f.store.remove(&by_digest).unwrap();
+        assert!(f.store.list().unwrap().is_empty());
+    }
+
+    #[test]
     fn mirrors_are_tried_first_then_the_registry() {
         let f = Fixture::new();
         let img = f.image("amd64", "m");
