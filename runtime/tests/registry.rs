@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use berth_runtime::image::registry::{Credentials, HostConfig};
 use berth_runtime::image::{ImageStore, Platform, PullError, RegistryConfig};
 use berth_runtime::pod::{ContainerConfig, ContainerState, SandboxConfig};
@@ -89,10 +90,12 @@ fn sha256(data: &[u8]) -> String {
 
 #[derive(Default)]
 struct Options {
-    /// htpasswd users (bcrypt).
+    /// Users, with htpasswd (bcrypt) auth unless `token`.
     users: Vec<(&'static str, &'static str)>,
     /// Serve HTTPS with a certificate from a CA made for the test.
     tls: bool,
+    /// Bearer token auth, with a token service (ours) that checks `users`.
+    token: bool,
 }
 
 /// A `docker-registry` process; killed and reaped on drop.
@@ -103,6 +106,7 @@ struct Registry {
     /// PEM of the CA that signed the serving certificate, with `tls`.
     ca_file: Option<PathBuf>,
     creds: Option<(&'static str, &'static str)>,
+    token_server: Option<TokenServer>,
 }
 
 impl Registry {
@@ -136,7 +140,17 @@ impl Registry {
             );
             ca_file = Some(dir.path().join("ca.pem"));
         }
-        if !opts.users.is_empty() {
+        let mut token_server = None;
+        if opts.token {
+            let ts = TokenServer::start(opts.users.clone());
+            fs::write(dir.path().join("token-signer.pem"), &ts.cert_pem).unwrap();
+            config += &format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                ts.port,
+                dir.path().join("token-signer.pem").display()
+            );
+            token_server = Some(ts);
+        } else if !opts.users.is_empty() {
             let htpasswd = dir.path().join("htpasswd");
             let mut lines = String::new();
             for (user, password) in &opts.users {
@@ -165,6 +179,7 @@ impl Registry {
             port,
             ca_file,
             creds: opts.users.first().copied(),
+            token_server,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -255,6 +270,162 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A request to the token service: its path (with query) and Authorization header.
+type TokenRequest = (String, Option<String>);
+
+const TOKEN_SERVICE: &str = "berth-test-registry";
+const TOKEN_ISSUER: &str = "berth-test-issuer";
+
+/// A token service as the distribution registry's `auth: token:` expects (its
+/// docs/spec/auth/token.md): `GET /token?service=…&scope=repository:NAME:ACTIONS` with
+/// Basic credentials answers `{"token": JWT}`, the JWT signed (ES256) by a key whose
+/// self-signed certificate the registry trusts (`rootcertbundle`) and which the token
+/// carries in its `x5c` header. Records each request's path and Authorization.
+struct TokenServer {
+    port: u16,
+    cert_pem: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<TokenRequest>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TokenServer {
+    fn start(users: Vec<(&'static str, &'static str)>) -> TokenServer {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth token signer");
+        let cert = params.self_signed(&key).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key.serialize_der(),
+            &rng,
+        )
+        .unwrap();
+        let x5c = base64::engine::general_purpose::STANDARD.encode(cert.der());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                let mut authorization = None;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authorization = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                seen2
+                    .lock()
+                    .unwrap()
+                    .push((path.clone(), authorization.clone()));
+                let user = users.iter().find(|(u, p)| {
+                    authorization.as_deref()
+                        == Some(&format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                        ))
+                });
+                let (status, body) = match user {
+                    None => (
+                        "401 Unauthorized",
+                        r#"{"details":"bad credentials"}"#.to_string(),
+                    ),
+                    Some((u, _)) => {
+                        let jwt = sign_token(&signer, &rng, &x5c, u, &path);
+                        (
+                            "200 OK",
+                            json!({"token": jwt, "expires_in": 300}).to_string(),
+                        )
+                    }
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            port,
+            cert_pem: cert.pem(),
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An ES256 JWT granting the actions of every `scope` in the query of `path`.
+fn sign_token(
+    signer: &ring::signature::EcdsaKeyPair,
+    rng: &ring::rand::SystemRandom,
+    x5c: &str,
+    user: &str,
+    path: &str,
+) -> String {
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let access: Vec<Value> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(|s| s.replace("%3A", ":").replace("%2F", "/").replace("%2C", ","))
+        .filter_map(|s| {
+            let mut parts = s.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+    let claims = json!({
+        "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{user}"),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = signer.sign(rng, signing_input.as_bytes()).unwrap();
+    format!("{signing_input}.{}", b64(sig.as_ref()))
 }
 
 /// (CA, server certificate for 127.0.0.1, server key), PEM.
@@ -490,7 +661,7 @@ fn multi_arch_index_selects_amd64() {
 fn basic_auth_with_htpasswd() {
     let reg = Registry::start(Options {
         users: vec![("alice", "s3cret")],
-        tls: false,
+        ..Options::default()
     });
     reg.push(
         &format!("oci-archive:{}", busybox_tar().display()),
@@ -527,13 +698,64 @@ fn basic_auth_with_htpasswd() {
     assert_eq!(s.store.get(&reference).unwrap().id, img.id);
 }
 
+/// The registry's token auth, with the token service above: the pull gets a token with
+/// Basic credentials and uses it; wrong or no credentials are refused by the service.
+#[test]
+fn bearer_token_auth() {
+    let reg = Registry::start(Options {
+        users: vec![("carol", "t0ken-pw")],
+        token: true,
+        ..Options::default()
+    });
+    reg.push(
+        &format!("oci-archive:{}", busybox_tar().display()),
+        "team/busybox:1",
+        false,
+    );
+    let reference = format!("{}/team/busybox:1", reg.host());
+    let s = store();
+    let ts = reg.token_server.as_ref().unwrap();
+    ts.seen.lock().unwrap().clear();
+    let img = s.store.pull(&reference, &reg.config()).unwrap();
+    assert_eq!(s.store.get(&reference).unwrap().id, img.id);
+    let seen = ts.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one token for the whole pull: {seen:?}");
+    let (path, auth) = &seen[0];
+    assert!(path.contains(&format!("service={TOKEN_SERVICE}")), "{path}");
+    assert!(path.contains("scope=repository"), "{path}");
+    assert!(
+        path.contains("team") && path.contains("busybox") && path.contains("pull"),
+        "{path}"
+    );
+    assert!(auth.as_deref().is_some_and(|a| a.starts_with("Basic ")));
+
+    for creds in [
+        Some(Credentials {
+            username: "carol".into(),
+            password: "wrong".into(),
+        }),
+        None,
+    ] {
+        let mut cfg = reg.config();
+        cfg.hosts.get_mut(&reg.host()).unwrap().credentials = creds;
+        let err = store().store.pull(&reference, &cfg).unwrap_err();
+        assert!(matches!(err, PullError::Unauthorized { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("unauthorized by {}", reg.host())),
+            "{msg}"
+        );
+        assert!(msg.contains("the token service http://127.0.0.1:"), "{msg}");
+    }
+}
+
 /// HTTPS with a certificate from a CA made here: refused until the registries file
 /// trusts the CA (or, separately, skips verification).
 #[test]
 fn tls_with_a_ca_from_the_registries_file() {
     let reg = Registry::start(Options {
-        users: vec![],
         tls: true,
+        ..Options::default()
     });
     reg.push(
         &format!("oci-archive:{}", busybox_tar().display()),
