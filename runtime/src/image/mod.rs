@@ -4,7 +4,9 @@
 //! `skopeo copy … oci-archive:` writes) and `docker save` archives (the legacy
 //! `manifest.json` format and Docker 25+'s, which also embeds an OCI layout), keeps every
 //! blob under its sha256, and unpacks each layer once into its own directory, in the form
-//! overlayfs reads as a lowerdir. Start reading at [`ImageStore`].
+//! overlayfs reads as a lowerdir. [`ImageStore::pull`] fetches images from OCI distribution
+//! registries into the same store (see [`registry`], and [`RegistryConfig`] for the
+//! registries file). Start reading at [`ImageStore`].
 //!
 //! # On disk
 //!
