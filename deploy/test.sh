@@ -13,6 +13,9 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v etcd >/dev/null || need+=(etcd-server)
 # The runtime's tests and benchmark: the reference runtimes, image tools, busybox for images.
 for tool in runc crun umoci skopeo curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+# The image puller's tests: a real registry, and htpasswd for its basic auth.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -4,7 +4,9 @@
 //! `skopeo copy … oci-archive:` writes) and `docker save` archives (the legacy
 //! `manifest.json` format and Docker 25+'s, which also embeds an OCI layout), keeps every
 //! blob under its sha256, and unpacks each layer once into its own directory, in the form
-//! overlayfs reads as a lowerdir. Start reading at [`ImageStore`].
+//! overlayfs reads as a lowerdir. [`ImageStore::pull`] fetches images from OCI distribution
+//! registries into the same store (see [`registry`], and [`RegistryConfig`] for the
+//! registries file). Start reading at [`ImageStore`].
 //!
 //! # On disk
 //!
@@ -14,6 +16,8 @@
 //!   layers/<diff-id hex>/   an unpacked layer, whiteouts in overlayfs form
 //!   images/<id hex>.json    one record per image: manifest, config defaults, layers
 //!   names.json              {"docker.io/library/busybox:latest": "sha256:<id hex>", …}
+//!                           and pulled digests: {"docker.io/library/busybox@sha256:<hex>": …}
+//!                           and "docker.io/library/busybox@sha256:<pulled digest>" entries
 //!   tmp/                    work in progress; renamed into place when complete
 //!   lock                    flock: shared by writers of blobs and layers, exclusive for gc
 //!   names.lock              flock: exclusive around changes to images/ and names.json
@@ -49,6 +53,7 @@ mod config;
 mod digest;
 mod import;
 mod reference;
+pub mod registry;
 mod store;
 mod unpack;
 
@@ -59,6 +64,7 @@ use std::path::PathBuf;
 
 pub use config::{resolve_command, ImageConfig};
 pub use reference::normalize_reference;
+pub use registry::{PullError, RegistryConfig};
 pub use store::ImageStore;
 
 /// Errors from the image store; each names the image, blob, layer or path involved.
@@ -144,6 +150,9 @@ pub struct Image {
     pub id: String,
     /// Normalised `repository:tag` names, sorted.
     pub names: Vec<String>,
+    /// `repository@sha256:<hex>` of each digest the image was pulled by (an index's
+    /// digest for a multi-platform image), sorted; as Docker's `RepoDigests`.
+    pub repo_digests: Vec<String>,
     pub manifest_digest: String,
     pub config: ImageConfig,
     /// Layer blob digests (as stored, usually compressed), bottom layer first.

@@ -66,7 +66,12 @@ impl Record {
             id: self.id.clone(),
             names: names
                 .iter()
-                .filter(|(_, id)| **id == self.id)
+                .filter(|(n, id)| **id == self.id && !is_digest_name(n))
+                .map(|(n, _)| n.clone())
+                .collect(),
+            repo_digests: names
+                .iter()
+                .filter(|(n, id)| **id == self.id && is_digest_name(n))
                 .map(|(n, _)| n.clone())
                 .collect(),
             manifest_digest: self.manifest_digest.clone(),
@@ -314,7 +319,12 @@ impl ImageStore {
             Match::Name(name) => {
                 names.remove(&name);
                 info!(image = %id, %name, "untagged");
-                !names.values().any(|v| *v == id)
+                // Pulled digests are not tags: an image left with only those goes.
+                let tagged = names.iter().any(|(n, v)| *v == id && !is_digest_name(n));
+                if !tagged {
+                    names.retain(|_, v| *v != id);
+                }
+                !tagged
             }
             Match::Id | Match::Digest => {
                 names.retain(|_, v| *v != id);
@@ -888,6 +898,13 @@ fn resolve<'r>(
     match Reference::parse(reference) {
         Ok(parsed) => {
             if let Some(digest) = &parsed.digest {
+                // A digest the image was pulled by (an index's), else its manifest's.
+                let pulled = names
+                    .get(&format!("{}@{digest}", parsed.repository))
+                    .and_then(|id| records.get(id));
+                if let Some(record) = pulled {
+                    return Ok((record, Match::Digest));
+                }
                 return records
                     .values()
                     .find(|r| r.manifest_digest == *digest)
@@ -907,6 +924,11 @@ fn resolve<'r>(
         return by_prefix(reference).map(|r| (r, Match::Id));
     }
     Err(not_found())
+}
+
+/// A `repository@sha256:<hex>` entry of names.json (a pulled digest), not a tag.
+fn is_digest_name(name: &str) -> bool {
+    name.contains('@')
 }
 
 /// Make a rename into `dir` durable, so a record never survives a crash that its blobs
