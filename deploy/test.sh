@@ -17,6 +17,8 @@ for tool in runc crun umoci skopeo curl; do command -v "$tool" >/dev/null || nee
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+# The node agent's tests wire pods with the reference CNI plugins (bridge, host-local).
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -78,7 +78,12 @@ async fn pod_runs_with_an_ip_and_deletion_leaves_nothing() {
         .unwrap();
     node.wait_gone("web", 30).await;
     let (pods, containers) = node.runtime_entries();
-    assert_eq!((pods, containers), (0, 0), "runtime records left");
+    assert_eq!(
+        (pods, containers),
+        (0, 0),
+        "runtime records left; agent log:\n{}",
+        tail(&node.agent_log(), 40)
+    );
     assert!(
         !std::path::Path::new(&format!("/sys/fs/cgroup/memory/{}", node.cgroup_parent))
             .read_dir()
@@ -250,7 +255,7 @@ async fn killing_the_agent_under_twenty_pods_restarts_none() {
     node.wait_gone("s19", 30).await;
     // Give the new agent time to look at every pod, then check nothing restarted.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for i in 0..19 {
+    for (i, was) in before.iter().enumerate().take(19) {
         let p = node
             .wait_pod(&format!("s{i}"), 30, "still running", |p| {
                 container_status(p, "main").is_some_and(|c| c.ready)
@@ -263,7 +268,7 @@ async fn killing_the_agent_under_twenty_pods_restarts_none() {
                 cs.container_id.clone(),
                 cs.state.unwrap().running.unwrap().started_at
             ),
-            before[i],
+            *was,
             "s{i} is not the same container"
         );
     }

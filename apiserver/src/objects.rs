@@ -465,11 +465,18 @@ impl ApiServer {
             let mut old_cmp = old.clone();
             set_resource_version(&mut old_cmp, item.mod_revision);
             set_resource_version(&mut new, item.mod_revision);
+            // The last finalizer gone completes a deletion, unless it is a graceful one
+            // (a pod whose node agent is still stopping it): that ends with the agent's
+            // delete with grace 0.
             let finalized = meta_str(&new, "deletionTimestamp").is_some()
                 && new
                     .pointer("/metadata/finalizers")
                     .and_then(Value::as_array)
-                    .is_none_or(|f| f.is_empty());
+                    .is_none_or(|f| f.is_empty())
+                && new
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .is_none_or(|g| g == 0);
             if opts.dry_run {
                 return Ok(Written {
                     object: new,

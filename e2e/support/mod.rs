@@ -298,16 +298,15 @@ impl TestNode {
 
     /// Wait until pod `name` is gone from the API.
     pub async fn wait_gone(&self, name: &str, secs: u64) {
-        let r = tokio::time::timeout(
-            Duration::from_secs(secs),
-            await_condition(self.pods(), name, |p: Option<&Pod>| p.is_none()),
-        )
-        .await;
-        assert!(
-            r.is_ok(),
-            "pod {name} was not removed; agent log:\n{}",
-            tail(&self.agent_log(), 60)
-        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while self.pods().get_opt(name).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pod {name} was not removed; agent log:\n{}",
+                tail(&self.agent_log(), 60)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn runtime_root(&self) -> PathBuf {
@@ -333,6 +332,11 @@ impl TestNode {
 
     fn cleanup(&mut self) {
         self.kill_agent();
+        // Kept for a look after a failure.
+        let _ = std::fs::copy(
+            self.dir.path().join("agent.log"),
+            std::env::temp_dir().join(format!("berth-e2e-{}.log", self.node)),
+        );
         // Whatever the agent left running goes, through the runtime itself.
         let shim = vec![env!("CARGO_BIN_EXE_berth").into(), "runtime".into()];
         let mut cfg = berth_runtime::pod::RuntimeConfig::new(self.runtime_root(), shim);

@@ -68,6 +68,10 @@ pub struct AgentArgs {
     /// CA that callers' client certificates must chain to (the cluster CA).
     #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
+    /// Registry settings for image pulls (mirrors, credentials, TLS; k3s's registries.yaml
+    /// shape); default `DATA_DIR/registries.yaml` when it exists.
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -277,6 +281,17 @@ pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<A
         tracing::warn!(dir = %args.cni_conf_dir.display(), "no CNI configuration: the node reports NotReady and only hostNetwork pods run");
     }
     let host = std::fs::read_to_string(&args.resolv_conf).unwrap_or_default();
+    let registries = match &args.registry_config {
+        Some(p) => berth_runtime::image::RegistryConfig::load(p)?,
+        None => {
+            let p = args.data_dir.join("registries.yaml");
+            if p.exists() {
+                berth_runtime::image::RegistryConfig::load(&p)?
+            } else {
+                Default::default()
+            }
+        }
+    };
     let cfg = AgentConfig {
         dir: args.data_dir.clone(),
         dns: DnsSettings {
@@ -289,6 +304,7 @@ pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<A
             max: args.crash_backoff_max.max(args.crash_backoff_initial),
             reset_after: Duration::from_secs(600),
         },
+        registries,
     };
     Ok(Agent::new(client, rt, facts, cfg, cni))
 }

@@ -93,14 +93,16 @@ impl Recorder {
     }
 }
 
+/// (namespace, object uid, field path, reason, message): what makes two events the same.
+type EventKey = (String, String, String, String, String);
+
 async fn write_events(
     client: kube::Client,
     node: String,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     // (namespace, object uid, field path, reason, message) -> (event name, count, when)
-    let mut seen: HashMap<(String, String, String, String, String), (String, i32, Instant)> =
-        HashMap::new();
+    let mut seen: HashMap<EventKey, (String, i32, Instant)> = HashMap::new();
     let mut serial = 0u64;
     while let Some(p) = rx.recv().await {
         let ns = p

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod cli;
 pub mod cni;
 pub mod events;
+pub mod exec;
 pub mod node;
 pub mod pod;
 pub mod probe;
@@ -41,6 +42,8 @@ pub struct AgentConfig {
     pub dir: PathBuf,
     pub dns: DnsSettings,
     pub backoff: BackoffPolicy,
+    /// Registry settings for image pulls (k3s's registries.yaml shape).
+    pub registries: berth_runtime::image::RegistryConfig,
 }
 
 /// Everything a pod worker shares.
@@ -162,12 +165,37 @@ impl Agent {
             "Pulling",
             format!("Pulling image \"{image}\""),
         );
-        let msg = format!(
-            "failed to pull image \"{image}\": this node has no registry access configured; load the image with `kctl image load` or set imagePullPolicy: IfNotPresent"
-        );
-        self.events
-            .pod(pod, Some(&c.name), Kind::Warning, "Failed", msg.clone());
-        Err(("ErrImagePull", msg))
+        let rt = self.rt.clone();
+        let img = image.clone();
+        let registries = self.cfg.registries.clone();
+        let started = std::time::Instant::now();
+        let pulled = tokio::task::spawn_blocking(move || rt.images().pull(&img, &registries)).await;
+        match pulled {
+            Ok(Ok(i)) => {
+                self.events.pod(
+                    pod,
+                    Some(&c.name),
+                    Kind::Normal,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {:.3}s. Image size: {} bytes.",
+                        started.elapsed().as_secs_f64(),
+                        i.size
+                    ),
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let msg = format!("Failed to pull image \"{image}\": {e}");
+                self.events
+                    .pod(pod, Some(&c.name), Kind::Warning, "Failed", msg.clone());
+                Err(("ErrImagePull", msg))
+            }
+            Err(e) => Err((
+                "ErrImagePull",
+                format!("Failed to pull image \"{image}\": {e}"),
+            )),
+        }
     }
 }
 

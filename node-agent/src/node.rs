@@ -69,8 +69,8 @@ impl MachineState {
         let (disk_available, disk_total) = nix::sys::statvfs::statvfs(root)
             .map(|s| {
                 (
-                    s.blocks_available() as u64 * s.fragment_size() as u64,
-                    s.blocks() as u64 * s.fragment_size() as u64,
+                    s.blocks_available() * s.fragment_size(),
+                    s.blocks() * s.fragment_size(),
                 )
             })
             .unwrap_or((0, 0));

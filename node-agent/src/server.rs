@@ -5,6 +5,9 @@
 //! - `GET /containerLogs/{namespace}/{pod}/{container}`: `follow`, `tailLines`,
 //!   `sinceSeconds`, `sinceTime`, `timestamps`, `previous`, `limitBytes`.
 //! - `GET /stats/summary`: kubelet's Summary API (node, pods, containers: CPU and memory).
+//! - `GET|POST /exec/{namespace}/{pod}/{container}`, `/attach/...`: the Kubernetes
+//!   streaming protocols ([`crate::stream`]) over websocket or SPDY.
+//! - `GET|POST /portForward/{namespace}/{pod}`.
 //! - `GET /healthz`.
 
 use std::collections::HashMap;
@@ -107,6 +110,18 @@ pub fn router(agent: Arc<Agent>) -> Router {
             get(container_logs),
         )
         .route("/stats/summary", get(stats_summary))
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(exec_route).post(exec_route),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(attach_route).post(attach_route),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(port_forward_route).post(port_forward_route),
+        )
         .with_state(agent)
 }
 
@@ -206,6 +221,125 @@ fn attempts(dir: &Path) -> Vec<(u32, PathBuf)> {
         .collect();
     out.sort();
     out
+}
+
+/// The running container `container` of pod `ns/name`, and its sandbox.
+fn running_container(
+    agent: &Agent,
+    ns: &str,
+    name: &str,
+    container: &str,
+) -> Result<(String, berth_runtime::pod::Sandbox), (StatusCode, String)> {
+    let pod = find_pod(agent, ns, name).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            format!("pod \"{ns}/{name}\" is not on this node"),
+        )
+    })?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let sandbox_id = sandbox_prefix(agent, &uid).ok_or_else(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("pod \"{name}\" has no sandbox on this node"),
+        )
+    })?;
+    let sandbox = agent
+        .rt
+        .sandbox(&sandbox_id)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if container.is_empty() {
+        return Ok((String::new(), sandbox));
+    }
+    let id = agent
+        .rt
+        .list_containers(Some(&sandbox_id))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.name == container)
+        .max_by_key(|c| c.attempt)
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| c.id)
+        .ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("container {container} is not running in pod {name}"),
+            )
+        })?;
+    Ok((id, sandbox))
+}
+
+async fn exec_route(
+    State(agent): State<Arc<Agent>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    exec_or_attach(agent, ns, pod, container, req, false).await
+}
+
+async fn attach_route(
+    State(agent): State<Arc<Agent>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    exec_or_attach(agent, ns, pod, container, req, true).await
+}
+
+async fn exec_or_attach(
+    agent: Arc<Agent>,
+    ns: String,
+    pod: String,
+    container: String,
+    req: axum::extract::Request,
+    attach: bool,
+) -> Response {
+    let opts = match crate::stream::ExecOptions::from_query(req.uri().query().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let a = agent.clone();
+    let found =
+        tokio::task::spawn_blocking(move || running_container(&a, &ns, &pod, &container)).await;
+    let id = match found {
+        Ok(Ok((id, _))) => id,
+        Ok(Err((code, msg))) => return bad(code, msg),
+        Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let backend = Arc::new(crate::exec::ContainerExec {
+        rt: agent.rt.clone(),
+        container_id: id,
+        tmp: agent.cfg.dir.join("tmp"),
+    });
+    if attach {
+        crate::stream::serve_attach(req, opts, backend).await
+    } else {
+        crate::stream::serve_exec(req, opts, backend).await
+    }
+}
+
+async fn port_forward_route(
+    State(agent): State<Arc<Agent>>,
+    UrlPath((ns, pod)): UrlPath<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    let opts = match crate::stream::PortForwardOptions::from_query(
+        pod.clone(),
+        req.uri().query().unwrap_or(""),
+    ) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let a = agent.clone();
+    let found = tokio::task::spawn_blocking(move || running_container(&a, &ns, &pod, "")).await;
+    let sandbox = match found {
+        Ok(Ok((_, sb))) => sb,
+        Ok(Err((code, msg))) => return bad(code, msg),
+        Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let netns = sandbox
+        .netns
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/ns/net"));
+    crate::stream::serve_port_forward(req, opts, Arc::new(crate::exec::PodDialer { netns })).await
 }
 
 fn find_pod(agent: &Agent, ns: &str, name: &str) -> Option<Arc<Pod>> {

@@ -16,6 +16,7 @@
 
 pub mod cgroups;
 pub mod cli;
+pub mod console;
 pub mod container;
 pub mod image;
 pub mod logs;

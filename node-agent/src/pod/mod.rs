@@ -68,6 +68,17 @@ impl Workers {
         });
     }
 
+    fn wake_or_spawn_for(&self, agent: &Arc<Agent>, store: &Store<Pod>, p: &Pod) {
+        let m = &p.metadata;
+        self.wake_or_spawn(
+            agent,
+            store,
+            m.uid.as_deref().unwrap_or_default(),
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+        );
+    }
+
     pub fn count(&self) -> usize {
         self.by_uid.lock().expect("workers").len()
     }
@@ -87,37 +98,33 @@ pub async fn run(agent: Arc<Agent>) {
     let mut synced = false;
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(p))
-            | Ok(watcher::Event::Delete(p))
-            | Ok(watcher::Event::InitApply(p)) => {
-                let uid = p.metadata.uid.clone().unwrap_or_default();
-                let ns = p.metadata.namespace.clone().unwrap_or_default();
-                let name = p.metadata.name.clone().unwrap_or_default();
-                agent
-                    .workers
-                    .wake_or_spawn(&agent, &store, &uid, &ns, &name);
+            Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::Delete(p)) => {
+                agent.workers.wake_or_spawn_for(&agent, &store, &p);
             }
-            Ok(watcher::Event::Init) => {}
+            // During a (re)list the cache still holds the previous state until the list is
+            // complete: workers start or wake at InitDone, when it is swapped in.
+            Ok(watcher::Event::Init) | Ok(watcher::Event::InitApply(_)) => {}
             Ok(watcher::Event::InitDone) => {
+                for p in store.state() {
+                    agent.workers.wake_or_spawn_for(&agent, &store, &p);
+                }
                 if !synced {
                     synced = true;
                     // Only now, with the full list in hand, is a sandbox without a pod an
                     // orphan (its pod was deleted while we were away).
                     orphans(&agent, &store).await;
                 }
-                // After a relist, a pod that vanished meanwhile has a worker still waiting.
-                let uids: Vec<String> = agent
+                // Pods that vanished during a relist have workers still waiting.
+                let wakes: Vec<Arc<Notify>> = agent
                     .workers
                     .by_uid
                     .lock()
                     .expect("workers")
-                    .keys()
+                    .values()
                     .cloned()
                     .collect();
-                for uid in uids {
-                    if let Some(n) = agent.workers.by_uid.lock().expect("workers").get(&uid) {
-                        n.notify_one();
-                    }
+                for n in wakes {
+                    n.notify_one();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),

@@ -83,9 +83,10 @@ fn container_status(
         }
         Some(l) => match l.state {
             RtState::Running => {
+                // Probes not yet started: what they begin with.
                 let p = probe.unwrap_or(ProbeState {
-                    ready: true,
-                    started: true,
+                    ready: spec.readiness_probe.is_none(),
+                    started: spec.startup_probe.is_none(),
                     failed: None,
                 });
                 status.state = Some(ContainerState {

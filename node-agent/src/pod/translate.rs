@@ -390,7 +390,8 @@ fn resource_value(
         .and_then(|d| Quantity::parse(&d.0).ok())
         .map(|d| d.milli_value())
         .filter(|d| *d > 0)
-        .unwrap_or(if resource == "cpu" { 1000 } else { 1000 });
+        // In milli-units: one core, or one byte.
+        .unwrap_or(1000);
     // Rounded up, as Kubernetes does.
     Ok(((milli + divisor - 1) / divisor).to_string())
 }
@@ -829,11 +830,15 @@ mod tests {
     fn environment_resolves_sources_fields_and_references() {
         let mut p = pod("web").container("app", "busybox").build();
         let mut sources = Sources::default();
-        let mut cm = ConfigMap::default();
-        cm.data = Some([("MODE".to_string(), "fast".to_string())].into());
+        let cm = ConfigMap {
+            data: Some([("MODE".to_string(), "fast".to_string())].into()),
+            ..Default::default()
+        };
         sources.config_maps.insert("cfg".into(), cm);
-        let mut s = Secret::default();
-        s.data = Some([("pw".to_string(), ByteString(b"hunter2".to_vec()))].into());
+        let s = Secret {
+            data: Some([("pw".to_string(), ByteString(b"hunter2".to_vec()))].into()),
+            ..Default::default()
+        };
         sources.secrets.insert("creds".into(), s);
         let c = &mut p.spec.as_mut().unwrap().containers[0];
         c.env_from = Some(vec![EnvFromSource {

@@ -92,7 +92,24 @@ async fn run_inner(agent: Arc<Agent>, store: Store<Pod>, key: PodKey, wake: Arc<
             .filter(|p| p.metadata.uid.as_deref() == Some(w.key.uid.as_str()));
         let Some(pod) = pod else {
             // Gone from the API (deleted while we were away, or force-deleted): nothing of
-            // it may stay on the node.
+            // it may stay on the node. Removing a pod cannot be undone, so ask the API
+            // server itself before believing the cache.
+            let api: Api<Pod> = Api::namespaced(w.agent.client.clone(), &w.key.namespace);
+            match api.get_opt(&w.key.name).await {
+                Ok(Some(p)) if p.metadata.uid.as_deref() == Some(w.key.uid.as_str()) => {
+                    tokio::select! {
+                        _ = w.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(pod = %w.key, error = %e, "cannot confirm the pod is gone; waiting");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            }
             w.teardown(None).await;
             tracing::info!(pod = %w.key, "pod is gone; removed from the node");
             return;
@@ -176,7 +193,7 @@ impl Worker {
                 .into_iter()
                 .filter(|s| s.config.labels.get(POD_UID_LABEL) == Some(&uid))
                 .collect();
-            mine.sort_by_key(|s| attempt_of(s));
+            mine.sort_by_key(attempt_of);
             let containers = match mine.last() {
                 Some(s) => rt.list_containers(Some(&s.id))?,
                 None => vec![],
@@ -226,6 +243,7 @@ impl Worker {
             .unwrap_or(false);
         let (obs, ips) = self.observe(host_network).await?;
         let now = Timestamp::now();
+        self.start_probes(pod, &obs, &ips);
         let probes = self.agent.probes.snapshot();
         let plan = {
             let backoff = self.agent.backoff.lock().expect("backoff");
@@ -241,7 +259,6 @@ impl Worker {
             )
         };
         self.watch_exits(&obs).await;
-        self.start_probes(pod, &obs, &ips);
         for (name, w) in &plan.waiting {
             if self.last_waiting.get(name) != Some(w) && w.reason == "CrashLoopBackOff" {
                 self.agent.events.pod(
