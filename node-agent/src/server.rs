@@ -8,6 +8,8 @@
 //! - `GET|POST /exec/{namespace}/{pod}/{container}`, `/attach/...`: the Kubernetes
 //!   streaming protocols ([`crate::stream`]) over websocket or SPDY.
 //! - `GET|POST /portForward/{namespace}/{pod}`.
+//! - `GET /images`, `POST /images/load` (an OCI layout or `docker save` tarball as the
+//!   body): the node's image store, for `kctl image`.
 //! - `GET /healthz`.
 
 use std::collections::HashMap;
@@ -110,6 +112,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
             get(container_logs),
         )
         .route("/stats/summary", get(stats_summary))
+        .route("/images", get(list_images))
+        .route("/images/load", axum::routing::post(load_images))
         .route(
             "/exec/{namespace}/{pod}/{container}",
             get(exec_route).post(exec_route),
@@ -558,6 +562,72 @@ async fn follow_file(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+fn image_json(i: &berth_runtime::image::Image) -> serde_json::Value {
+    json!({"id": i.id, "names": i.names, "repoDigests": i.repo_digests, "size": i.size})
+}
+
+async fn list_images(State(agent): State<Arc<Agent>>) -> Response {
+    let rt = agent.rt.clone();
+    match tokio::task::spawn_blocking(move || rt.images().list()).await {
+        Ok(Ok(list)) => {
+            axum::Json(json!({"images": list.iter().map(image_json).collect::<Vec<_>>()}))
+                .into_response()
+        }
+        Ok(Err(e)) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Stream the body to a file, then import it.
+async fn load_images(State(agent): State<Arc<Agent>>, req: axum::extract::Request) -> Response {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let tmp = agent.cfg.dir.join("tmp");
+    if let Err(e) = tokio::fs::create_dir_all(&tmp).await {
+        return bad(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: {e}", tmp.display()),
+        );
+    }
+    let path = tmp.join(format!(
+        "upload-{}.tar",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    let result = async {
+        let mut f = tokio::fs::File::create(&path).await?;
+        let mut body = req.into_body().into_data_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            f.write_all(&chunk).await?;
+        }
+        f.flush().await?;
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&path).await;
+        return bad(StatusCode::BAD_REQUEST, format!("receiving the image: {e}"));
+    }
+    let rt = agent.rt.clone();
+    let p = path.clone();
+    let imported = tokio::task::spawn_blocking(move || rt.images().import(&p)).await;
+    let _ = tokio::fs::remove_file(&path).await;
+    match imported {
+        Ok(Ok(images)) => {
+            for i in &images {
+                tracing::info!(image = %i.names.join(","), id = %i.id, "image loaded");
+            }
+            axum::Json(json!({"images": images.iter().map(image_json).collect::<Vec<_>>()}))
+                .into_response()
+        }
+        Ok(Err(e)) => bad(StatusCode::BAD_REQUEST, format!("importing the image: {e}")),
+        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod edit;
 pub mod exec;
 pub mod explain;
 pub mod get;
+pub mod image;
 pub mod logs;
 pub mod port_forward;
 pub mod rollout;
@@ -58,6 +59,8 @@ pub enum Command {
     Rollout(rollout::Args),
     /// Show CPU and memory usage (needs the metrics API).
     Top(top::Args),
+    /// Images on nodes: `image load FILE [--node N]`, `image list [--node N]`.
+    Image(image::Args),
     /// List the resource types the server serves.
     ApiResources(api_resources::Args),
     /// Describe the fields of a resource type, from the server's OpenAPI v3 documents.
@@ -77,6 +80,7 @@ pub async fn run(command: Command, global: &GlobalArgs, out: &mut Output) -> Res
     match command {
         Command::Apply(args) => apply::run(args, global, out).await,
         Command::Get(args) => get::run(args, global, out).await,
+        Command::Image(args) => image::run(args, global, out).await,
         Command::Describe(args) => describe::run(args, global, out).await,
         Command::Delete(args) => delete::run(args, global, out).await,
         Command::Create(args) => create::run(args, global, out).await,
