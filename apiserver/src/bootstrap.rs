@@ -1,6 +1,7 @@
 //! What a new cluster starts with: the system namespaces and the bootstrap RBAC policy
-//! (`cluster-admin` for `system:masters`, discovery for every authenticated user, and the
-//! `view` / `edit` / `admin` roles users bind to). Objects that exist are left alone, so a
+//! (`cluster-admin` for `system:masters`, discovery for every authenticated user,
+//! `system:node-bootstrapper` (create and read CertificateSigningRequests) for
+//! `system:bootstrappers`, and the `view` / `edit` / `admin` roles users bind to). Objects that exist are left alone, so a
 //! restart changes nothing.
 
 use serde_json::{json, Value};
@@ -91,6 +92,11 @@ fn objects(server: &ApiServer) -> Vec<Value> {
                 "verbs": write}]),
         ),
     ];
+    let roles = roles.into_iter().chain([(
+        "system:node-bootstrapper",
+        json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+            "verbs": ["create", "get", "list", "watch"]}]),
+    )]);
     for (name, rules) in roles {
         out.push(json!({"apiVersion": RBAC, "kind": "ClusterRole",
             "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
@@ -102,6 +108,11 @@ fn objects(server: &ApiServer) -> Vec<Value> {
             "system:discovery",
             "system:discovery",
             "system:authenticated",
+        ),
+        (
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            crate::bootstrap_token::BOOTSTRAPPERS,
         ),
     ] {
         out.push(json!({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
@@ -125,6 +136,7 @@ pub async fn ensure(server: &ApiServer) -> ApiResult<()> {
         field_manager: "berth-bootstrap".into(),
         validation: FieldValidation::Strict,
         apply: false,
+        requester: None,
     };
     for obj in objects(server) {
         let kind = obj["kind"].as_str().unwrap_or_default();
