@@ -58,6 +58,9 @@ fn objects(server: &ApiServer) -> Vec<Value> {
         "discovery.k8s.io",
         "coordination.k8s.io"
     ]);
+    // What metrics-server's `system:aggregated-metrics-reader` adds to view, edit and admin.
+    let metrics = json!({"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"],
+        "verbs": ["get", "list", "watch"]});
     let roles = [
         (
             "cluster-admin",
@@ -73,14 +76,15 @@ fn objects(server: &ApiServer) -> Vec<Value> {
         ),
         (
             "view",
-            json!([{"apiGroups": groups, "resources": workloads, "verbs": read}]),
+            json!([{"apiGroups": groups, "resources": workloads, "verbs": read}, metrics]),
         ),
         (
             "edit",
             json!([
             {"apiGroups": groups, "resources": workloads, "verbs": write},
             {"apiGroups": [""], "resources": ["secrets", "pods/exec", "pods/portforward",
-                "pods/attach"], "verbs": write}]),
+                "pods/attach"], "verbs": write},
+            metrics]),
         ),
         (
             "admin",
@@ -89,7 +93,8 @@ fn objects(server: &ApiServer) -> Vec<Value> {
             {"apiGroups": [""], "resources": ["secrets", "pods/exec", "pods/portforward",
                 "pods/attach"], "verbs": write},
             {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
-                "verbs": write}]),
+                "verbs": write},
+            metrics]),
         ),
     ];
     let roles = roles.into_iter().chain([(

@@ -376,9 +376,33 @@ async fn a_node_joins_with_the_bootstrap_token() {
 
     // kubectl lists them (short name csr).
     let out = c.kubectl_ok(&["get", "csr"]);
-    for name in ["node-csr-n1", "serving-n1", "sneaky-admin", "other-signer"] {
-        assert!(out.contains(name), "{out}");
-    }
+    let row = |name: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing: {out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "AGE",
+            "SIGNERNAME",
+            "REQUESTOR",
+            "REQUESTEDDURATION",
+            "CONDITION"
+        ]
+    );
+    let n1 = row("node-csr-n1");
+    assert_eq!(n1[2], "kubernetes.io/kube-apiserver-client-kubelet");
+    assert_eq!(n1[3], format!("system:bootstrap:{id}"));
+    assert_eq!(n1[4..], ["<none>", "Approved,Issued"]);
+    assert_eq!(row("serving-n1")[5], "Approved,Issued");
+    assert_eq!(row("sneaky-admin")[5], "Denied");
+    assert_eq!(row("other-signer")[5], "Approved");
 
     // A restart keeps the token.
     let c = c.restart().await;
