@@ -68,15 +68,9 @@ fn pod(name: &str, node: Option<&str>, containers: &[&str]) -> Value {
     p
 }
 
-/// A websocket to the API server as the admin (client certificate), over TLS verified
-/// against the cluster CA.
-async fn websocket(
-    c: &Cluster,
-    path: &str,
-) -> tokio_tungstenite::tungstenite::Result<(
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    tokio_tungstenite::tungstenite::handshake::client::Response,
-)> {
+/// A TLS connection to the API server as the admin (client certificate), verified against
+/// the cluster CA, speaking HTTP/1.1 (as kubectl does for upgrades).
+async fn tls_to(c: &Cluster) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let pki = pki(c);
     let mut roots = rustls::RootCertStore::empty();
     for cert in berth_apiserver::tls::certs(&pki.ca_pem, "ca").unwrap() {
@@ -92,13 +86,23 @@ async fn websocket(
             berth_apiserver::tls::private_key(&pki.admin_key_pem, "admin").unwrap(),
         )
         .unwrap();
-    // As kubectl does for upgrades.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(c.cp().addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect("127.0.0.1".try_into().unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A websocket to the API server as the admin.
+async fn websocket(
+    c: &Cluster,
+    path: &str,
+) -> tokio_tungstenite::tungstenite::Result<(
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+)> {
+    let tls = tls_to(c).await;
     let mut req = format!("wss://127.0.0.1:{}{path}", c.cp().addr.port())
         .into_client_request()
         .unwrap();
@@ -269,6 +273,42 @@ async fn logs_exec_and_node_proxy_reach_the_agent() {
         body.contains("you must specify at least one command"),
         "{body}"
     );
+
+    // port-forward over SPDY (a plain HTTP/1.1 upgrade): the protocol headers go through,
+    // then bytes both ways.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = tls_to(&c).await;
+        let req = format!(
+            "POST {pods}/web/portforward HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n\
+             Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        tls.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(
+            head.contains("x-stream-protocol-version: portforward.k8s.io"),
+            "{head}"
+        );
+        assert!(head.contains("upgrade: spdy/3.1"), "{head}");
+        tls.write_all(b"\x80\x03\x00\x01ping").await.unwrap();
+        let mut back = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, b"\x80\x03\x00\x01ping");
+    }
+    assert!(agent
+        .requests()
+        .contains(&"/portForward/default/web".to_string()));
 
     // nodes/proxy forwards any path and the query.
     let (code, body) = text(

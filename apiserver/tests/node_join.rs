@@ -374,6 +374,27 @@ async fn a_node_joins_with_the_bootstrap_token() {
         "{msg}"
     );
 
+    // kubectl: apply a request (OpenAPI validation), then decide by hand.
+    let (_, pem) = request("by-hand", &[], &[]);
+    let manifest = format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: by-hand\nspec:\n  request: {}\n  signerName: example.com/custom\n  usages: [client auth]\n  expirationSeconds: 86400\n",
+        B64.encode(&pem)
+    );
+    let file = common::write(c.dir.path(), "csr.yaml", &manifest);
+    let out = c.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.contains("certificatesigningrequest.certificates.k8s.io/by-hand created"),
+        "{out}"
+    );
+    let out = c.kubectl_ok(&["certificate", "deny", "by-hand"]);
+    assert!(out.contains("denied"), "{out}");
+    let (_, v) = raw(&admin, "GET", &format!("{CSRS}/by-hand"), None).await;
+    assert_eq!(
+        condition(&v, "Denied").unwrap()["reason"],
+        "KubectlDeny",
+        "{v}"
+    );
+
     // kubectl lists them (short name csr).
     let out = c.kubectl_ok(&["get", "csr"]);
     let row = |name: &str| -> Vec<String> {
@@ -403,6 +424,7 @@ async fn a_node_joins_with_the_bootstrap_token() {
     assert_eq!(row("serving-n1")[5], "Approved,Issued");
     assert_eq!(row("sneaky-admin")[5], "Denied");
     assert_eq!(row("other-signer")[5], "Approved");
+    assert_eq!(row("by-hand")[4..], ["24h", "Denied"]);
 
     // A restart keeps the token.
     let c = c.restart().await;

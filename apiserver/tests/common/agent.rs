@@ -151,6 +151,44 @@ async fn echo(mut socket: WebSocket, first: String) {
     }
 }
 
+/// Port-forward over a plain HTTP upgrade (SPDY, as kubectl's fallback): 101 with the
+/// protocol, then every byte echoed.
+async fn port_forward(
+    State(state): State<AgentState>,
+    Path((ns, pod)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    mut req: axum::extract::Request,
+) -> Response {
+    record(&state, &format!("/portForward/{ns}/{pod}"), &query);
+    let spdy = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"SPDY/3.1"));
+    if !spdy {
+        return (StatusCode::BAD_REQUEST, "SPDY upgrade required").into_response();
+    }
+    let protocol = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let (mut r, mut w) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", protocol)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
 async fn summary(State(state): State<AgentState>) -> Response {
     record(&state, "/stats/summary", &None);
     let v = state.summary.lock().unwrap().clone();
@@ -203,6 +241,7 @@ impl FakeAgent {
         let router = Router::new()
             .route("/containerLogs/{ns}/{pod}/{container}", get(logs))
             .route("/exec/{ns}/{pod}/{container}", any(exec))
+            .route("/portForward/{ns}/{pod}", any(port_forward))
             .route("/stats/summary", get(summary))
             .route("/healthz", any(healthz))
             .with_state(state.clone());
