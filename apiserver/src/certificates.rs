@@ -514,18 +514,33 @@ async fn act(api: &ApiServer, pki: &Pki, name: &str) -> Result<(), ApiError> {
             Action::Sign { validity } => {
                 let pem = request_pem(&current).unwrap_or_default();
                 let usages = strings(current.pointer("/spec/usages"));
-                let cert = pki
-                    .sign_request(&pem, &usages, validity)
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_bytes());
-                (
-                    "status",
-                    Box::new(move |old| {
-                        let mut new = old.clone();
-                        status_mut(&mut new).insert("certificate".into(), json!(b64));
-                        new
-                    }),
-                )
+                match pki.sign_request(&pem, &usages, validity) {
+                    Ok(cert) => {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_bytes());
+                        (
+                            "status",
+                            Box::new(move |old| {
+                                let mut new = old.clone();
+                                status_mut(&mut new).insert("certificate".into(), json!(b64));
+                                new
+                            }),
+                        )
+                    }
+                    // A request the CA cannot sign (an extension it does not know, say) would
+                    // fail again: it is marked Failed, not retried.
+                    Err(e) => {
+                        let message = e.to_string();
+                        (
+                            "status",
+                            Box::new(move |old| {
+                                with_condition(
+                                    old,
+                                    condition("Failed", "SignerValidationFailure", &message),
+                                )
+                            }),
+                        )
+                    }
+                }
             }
         };
         let expected = meta_str(&current, "resourceVersion").map(str::to_string);

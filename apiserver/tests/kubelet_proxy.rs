@@ -160,6 +160,37 @@ async fn logs_exec_and_node_proxy_reach_the_agent() {
         agent.requests()
     );
 
+    // A follower that goes away closes the agent's stream too.
+    let closed = |a: &FakeAgent| {
+        a.state
+            .logs_closed
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // The stream above ended; wait until the agent counted it.
+    for _ in 0..100 {
+        if closed(&agent) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = closed(&agent);
+    assert_eq!(before, 1);
+    let resp = send(&client, "GET", &format!("{pods}/web/log?follow=true"), None).await;
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"line 1\n");
+    drop(body);
+    let mut waited = 0;
+    while closed(&agent) == before && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        closed(&agent),
+        before + 1,
+        "the agent's log stream is still open"
+    );
+
     // kubectl logs, with the container named.
     let out = c.kubectl_ok(&["logs", "two", "-c", "b"]);
     assert_eq!(out, "line 1\nline 2\n");

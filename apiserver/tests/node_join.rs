@@ -309,6 +309,41 @@ async fn a_node_joins_with_the_bootstrap_token() {
         assert_eq!(denied["reason"], reason, "{v}");
         assert!(v["status"].get("certificate").is_none(), "{v}");
     }
+    // A fitting request the CA cannot sign (an extension it does not handle) fails once.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+    dn.push(rcgen::DnType::CommonName, "system:node:n1");
+    params.distinguished_name = dn;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 99999, 1],
+            vec![0x05, 0x00],
+        ));
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let body = csr(
+        "odd-extension",
+        &pem,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["digital signature", "client auth"],
+    );
+    assert_eq!(raw(&node, "POST", CSRS, Some(&body)).await.0, 201);
+    let mut failed = None;
+    for _ in 0..100 {
+        let (_, v) = raw(&admin, "GET", &format!("{CSRS}/odd-extension"), None).await;
+        if let Some(f) = condition(&v, "Failed") {
+            failed = Some((f, v));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (f, v) = failed.expect("the request is marked Failed");
+    assert_eq!(f["reason"], "SignerValidationFailure", "{v}");
+    assert!(condition(&v, "Approved").is_some(), "{v}");
+    assert!(v["status"].get("certificate").is_none(), "{v}");
+
     // Other signers are left for an administrator.
     let (_, pem) = request("someone", &[], &[]);
     let body = csr(

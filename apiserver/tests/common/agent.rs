@@ -26,6 +26,17 @@ pub struct AgentState {
     /// Released by the test to let a followed log stream send its second line.
     pub release: Arc<tokio::sync::Notify>,
     pub summary: Arc<Mutex<Value>>,
+    /// Log streams that ended or were dropped (their client went away).
+    pub logs_closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a log stream as closed when dropped.
+struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 pub struct FakeAgent {
@@ -68,24 +79,25 @@ async fn logs(
     }
     let follow = query.as_deref().unwrap_or("").contains("follow=true");
     let release = state.release.clone();
-    let stream = async_stream(follow, release);
+    let stream = async_stream(follow, release, Closed(state.logs_closed.clone()));
     axum::body::Body::from_stream(stream).into_response()
 }
 
 fn async_stream(
     follow: bool,
     release: Arc<tokio::sync::Notify>,
+    closed: Closed,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    futures::stream::unfold(0u8, move |step| {
+    futures::stream::unfold((0u8, closed), move |(step, closed)| {
         let release = release.clone();
         async move {
             match step {
-                0 => Some((Ok(bytes::Bytes::from_static(b"line 1\n")), 1)),
+                0 => Some((Ok(bytes::Bytes::from_static(b"line 1\n")), (1, closed))),
                 1 => {
                     if follow {
                         release.notified().await;
                     }
-                    Some((Ok(bytes::Bytes::from_static(b"line 2\n")), 2))
+                    Some((Ok(bytes::Bytes::from_static(b"line 2\n")), (2, closed)))
                 }
                 _ => None,
             }
@@ -237,6 +249,7 @@ impl FakeAgent {
             seen: Default::default(),
             release: Default::default(),
             summary: Arc::new(Mutex::new(Value::Null)),
+            logs_closed: Default::default(),
         };
         let router = Router::new()
             .route("/containerLogs/{ns}/{pod}/{container}", get(logs))
