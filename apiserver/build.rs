@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "k8s.io/api/discovery/v1/generated.proto",
     "k8s.io/api/coordination/v1/generated.proto",
     "k8s.io/api/rbac/v1/generated.proto",
+    "k8s.io/api/certificates/v1/generated.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

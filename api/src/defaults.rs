@@ -54,7 +54,8 @@ pub fn apply(obj: &mut Object) {
         | Object::ServiceAccount(_)
         | Object::Lease(_)
         | Object::Role(_)
-        | Object::ClusterRole(_) => {}
+        | Object::ClusterRole(_)
+        | Object::CertificateSigningRequest(_) => {}
     }
 }
 

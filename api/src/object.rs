@@ -10,9 +10,9 @@ use thiserror::Error;
 
 use crate::registry::{self, ResourceInfo};
 use crate::types::{
-    ClusterRole, ClusterRoleBinding, ConfigMap, DaemonSet, Deployment, EndpointSlice, Endpoints,
-    Event, Job, Lease, Namespace, Node, Pod, ReplicaSet, Role, RoleBinding, Secret, Service,
-    ServiceAccount, StatefulSet,
+    CertificateSigningRequest, ClusterRole, ClusterRoleBinding, ConfigMap, DaemonSet, Deployment,
+    EndpointSlice, Endpoints, Event, Job, Lease, Namespace, Node, Pod, ReplicaSet, Role,
+    RoleBinding, Secret, Service, ServiceAccount, StatefulSet,
 };
 use crate::{defaults, validation};
 
@@ -179,6 +179,7 @@ objects!(
     ClusterRole,
     RoleBinding,
     ClusterRoleBinding,
+    CertificateSigningRequest,
 );
 
 impl Object {

@@ -79,6 +79,8 @@ const CREATE_ONLY: &[&str] = &["create"];
 const GET_ONLY: &[&str] = &["get"];
 const CREATE_GET: &[&str] = &["create", "get"];
 const ALL: &[&str] = &["all"];
+/// `nodes/proxy`: any method is forwarded to the node's agent.
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
 
 const fn status(group: &'static str, version: &'static str, kind: &'static str) -> Subresource {
     Subresource {
@@ -142,7 +144,10 @@ static RESOURCES: &[ResourceInfo] = &[
         singular: "node",
         short_names: &["no"],
         scope: Cluster,
-        subresources: &[status("", "v1", "Node")],
+        subresources: &[
+            status("", "v1", "Node"),
+            core_sub("proxy", "NodeProxyOptions", PROXY_VERBS),
+        ],
         categories: &[],
         verbs: RESOURCE_VERBS,
     },
@@ -371,6 +376,27 @@ static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         verbs: RESOURCE_VERBS,
     },
+    ResourceInfo {
+        group: "certificates.k8s.io",
+        version: "v1",
+        kind: "CertificateSigningRequest",
+        plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        short_names: &["csr"],
+        scope: Cluster,
+        subresources: &[
+            status("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+            Subresource {
+                name: "approval",
+                group: "certificates.k8s.io",
+                version: "v1",
+                kind: "CertificateSigningRequest",
+                verbs: STATUS_VERBS,
+            },
+        ],
+        categories: &[],
+        verbs: RESOURCE_VERBS,
+    },
 ];
 
 /// Every served kind, in a stable order (core first, then by group).
@@ -570,10 +596,11 @@ mod tests {
             "ClusterRole",
             "RoleBinding",
             "ClusterRoleBinding",
+            "CertificateSigningRequest",
         ] {
             assert_eq!(kinds.iter().filter(|k| **k == kind).count(), 1, "{kind}");
         }
-        assert_eq!(kinds.len(), 20);
+        assert_eq!(kinds.len(), 21);
     }
 
     #[test]
@@ -656,6 +683,7 @@ mod tests {
         );
         assert_eq!(resolve("ep").unwrap().kind, "Endpoints");
         assert_eq!(resolve("leases.coordination.k8s.io").unwrap().kind, "Lease");
+        assert_eq!(resolve("csr").unwrap().kind, "CertificateSigningRequest");
         assert!(resolve("deployments.batch").is_none());
         assert!(resolve("widgets").is_none());
         assert!(resolve("").is_none());
@@ -668,7 +696,8 @@ mod tests {
         assert!(gvs.contains(&("apps", "v1")));
         assert!(gvs.contains(&("batch", "v1")));
         assert!(gvs.contains(&("rbac.authorization.k8s.io", "v1")));
-        assert_eq!(gvs.len(), 6);
+        assert!(gvs.contains(&("certificates.k8s.io", "v1")));
+        assert_eq!(gvs.len(), 7);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 pub use k8s_openapi::api::batch::v1::Job;
+pub use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,

@@ -33,6 +33,7 @@ FILES = [
     "k8s.io/api/discovery/v1/generated.proto",
     "k8s.io/api/coordination/v1/generated.proto",
     "k8s.io/api/rbac/v1/generated.proto",
+    "k8s.io/api/certificates/v1/generated.proto",
 ]
 
 GOGO = "github.com/gogo/protobuf/gogoproto/gogo.proto"

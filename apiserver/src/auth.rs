@@ -1,8 +1,9 @@
 //! Who is calling and what they may do.
 //!
 //! Authentication: a client certificate signed by the cluster CA (CN is the user, O the
-//! groups) or a bearer token from the token file (`token,user,uid,"group1,group2"`, the
-//! Kubernetes static token file format). Anonymous requests are refused with 401.
+//! groups) or a bearer token: from the token file (`token,user,uid,"group1,group2"`, the
+//! Kubernetes static token file format), a ServiceAccount token, or a
+//! [bootstrap token](crate::bootstrap_token). Anonymous requests are refused with 401.
 //!
 //! Authorisation, in order: members of `system:masters` may do anything; node identities
 //! (`system:node:<name>` in `system:nodes`) pass the [node rules](node_decision); everyone
@@ -212,7 +213,11 @@ impl Authorizer {
             return Decision::Allow;
         }
         if let Some(node) = user.node_name() {
-            if node_decision(node, attrs, |ns, name| self.pod_node(ns, name)) == Decision::Allow {
+            let lookups = NodeLookups {
+                pod_node: &|ns, name| self.pod_node(ns, name),
+                csr_requester: &|name| self.csr_requester(name),
+            };
+            if node_decision(node, attrs, &lookups) == Decision::Allow {
                 return Decision::Allow;
             }
         }
@@ -228,6 +233,15 @@ impl Authorizer {
         let pod = self.cache.get(&key)?;
         pod.object
             .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    fn csr_requester(&self, name: &str) -> Option<String> {
+        let key = format!("{}{name}", crate::certificates::PREFIX);
+        let csr = self.cache.get(&key)?;
+        csr.object
+            .pointer("/spec/username")
             .and_then(Value::as_str)
             .map(str::to_string)
     }
@@ -364,13 +378,17 @@ pub fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
     }
 }
 
-/// The node authoriser: what a node's agent may do. `pod_node` looks up the node a pod is
-/// bound to.
-pub fn node_decision(
-    node: &str,
-    attrs: &Attributes,
-    pod_node: impl Fn(&str, &str) -> Option<String>,
-) -> Decision {
+/// What the node authoriser looks up in cluster state.
+pub struct NodeLookups<'a> {
+    /// The node a pod (namespace, name) is bound to.
+    pub pod_node: &'a dyn Fn(&str, &str) -> Option<String>,
+    /// Who asked for a CertificateSigningRequest (its `spec.username`).
+    pub csr_requester: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// The node authoriser: what a node's agent may do.
+pub fn node_decision(node: &str, attrs: &Attributes, lookups: &NodeLookups<'_>) -> Decision {
+    let pod_node = lookups.pod_node;
     let Attributes::Resource {
         verb,
         group,
@@ -407,6 +425,15 @@ pub fn node_decision(
         }
         ("", "events", "") | ("events.k8s.io", "events", "") => {
             matches!(verb.as_str(), "create" | "update" | "patch")
+        }
+        // Certificate requests: new ones, and reading its own (by name, or a list or watch
+        // narrowed to its name).
+        ("certificates.k8s.io", "certificatesigningrequests", "") => {
+            verb == "create"
+                || (read
+                    && !name.is_empty()
+                    && (lookups.csr_requester)(name).as_deref()
+                        == Some(format!("system:node:{node}").as_str()))
         }
         _ => false,
     };
@@ -515,7 +542,36 @@ mod tests {
             "theirs" => Some("n2".to_string()),
             _ => None,
         };
-        let d = |a: Attributes| node_decision("n1", &a, bound);
+        let csrs = |name: &str| match name {
+            "csr-mine" => Some("system:node:n1".to_string()),
+            "csr-theirs" => Some("system:node:n2".to_string()),
+            _ => None,
+        };
+        let lookups = NodeLookups {
+            pod_node: &bound,
+            csr_requester: &csrs,
+        };
+        let d = |a: Attributes| node_decision("n1", &a, &lookups);
+        let csr = "certificatesigningrequests";
+        let certs = "certificates.k8s.io";
+        assert_eq!(d(res("create", certs, csr, "", "", "")), Decision::Allow);
+        assert_eq!(
+            d(res("get", certs, csr, "", "", "csr-mine")),
+            Decision::Allow
+        );
+        assert_eq!(
+            d(res("watch", certs, csr, "", "", "csr-mine")),
+            Decision::Allow
+        );
+        assert_eq!(
+            d(res("get", certs, csr, "", "", "csr-theirs")),
+            Decision::Deny
+        );
+        assert_eq!(d(res("list", certs, csr, "", "", "")), Decision::Deny);
+        assert_eq!(
+            d(res("update", certs, csr, "approval", "", "csr-mine")),
+            Decision::Deny
+        );
         assert_eq!(
             d(res("update", "", "nodes", "status", "", "n1")),
             Decision::Allow

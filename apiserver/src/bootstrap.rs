@@ -1,6 +1,7 @@
 //! What a new cluster starts with: the system namespaces and the bootstrap RBAC policy
-//! (`cluster-admin` for `system:masters`, discovery for every authenticated user, and the
-//! `view` / `edit` / `admin` roles users bind to). Objects that exist are left alone, so a
+//! (`cluster-admin` for `system:masters`, discovery for every authenticated user,
+//! `system:node-bootstrapper` (create and read CertificateSigningRequests) for
+//! `system:bootstrappers`, and the `view` / `edit` / `admin` roles users bind to). Objects that exist are left alone, so a
 //! restart changes nothing.
 
 use serde_json::{json, Value};
@@ -57,6 +58,9 @@ fn objects(server: &ApiServer) -> Vec<Value> {
         "discovery.k8s.io",
         "coordination.k8s.io"
     ]);
+    // What metrics-server's `system:aggregated-metrics-reader` adds to view, edit and admin.
+    let metrics = json!({"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"],
+        "verbs": ["get", "list", "watch"]});
     let roles = [
         (
             "cluster-admin",
@@ -72,14 +76,15 @@ fn objects(server: &ApiServer) -> Vec<Value> {
         ),
         (
             "view",
-            json!([{"apiGroups": groups, "resources": workloads, "verbs": read}]),
+            json!([{"apiGroups": groups, "resources": workloads, "verbs": read}, metrics]),
         ),
         (
             "edit",
             json!([
             {"apiGroups": groups, "resources": workloads, "verbs": write},
             {"apiGroups": [""], "resources": ["secrets", "pods/exec", "pods/portforward",
-                "pods/attach"], "verbs": write}]),
+                "pods/attach"], "verbs": write},
+            metrics]),
         ),
         (
             "admin",
@@ -88,9 +93,15 @@ fn objects(server: &ApiServer) -> Vec<Value> {
             {"apiGroups": [""], "resources": ["secrets", "pods/exec", "pods/portforward",
                 "pods/attach"], "verbs": write},
             {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
-                "verbs": write}]),
+                "verbs": write},
+            metrics]),
         ),
     ];
+    let roles = roles.into_iter().chain([(
+        "system:node-bootstrapper",
+        json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+            "verbs": ["create", "get", "list", "watch"]}]),
+    )]);
     for (name, rules) in roles {
         out.push(json!({"apiVersion": RBAC, "kind": "ClusterRole",
             "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
@@ -102,6 +113,11 @@ fn objects(server: &ApiServer) -> Vec<Value> {
             "system:discovery",
             "system:discovery",
             "system:authenticated",
+        ),
+        (
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            crate::bootstrap_token::BOOTSTRAPPERS,
         ),
     ] {
         out.push(json!({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
@@ -125,6 +141,7 @@ pub async fn ensure(server: &ApiServer) -> ApiResult<()> {
         field_manager: "berth-bootstrap".into(),
         validation: FieldValidation::Strict,
         apply: false,
+        requester: None,
     };
     for obj in objects(server) {
         let kind = obj["kind"].as_str().unwrap_or_default();

@@ -1,7 +1,17 @@
 //! `berth server`: one control-plane member. It runs a store member, the watch cache, the
-//! HTTPS API, and the namespace finalizer, and writes an admin kubeconfig with the cluster CA
-//! embedded to `<data-dir>/kubeconfig.yaml`. A second start on the same directory keeps
-//! everything: the store's data, the CA and the credentials.
+//! HTTPS API, the namespace finalizer, and the approver and signer of node certificates
+//! ([`crate::certificates`]), and writes two kubeconfigs with the cluster CA embedded:
+//!
+//! - `<data-dir>/kubeconfig.yaml`: the admin (a client certificate in `system:masters`);
+//! - `<data-dir>/bootstrap-kubeconfig.yaml`: what node agents join with (`berth agent`, as
+//!   kubelet's `--bootstrap-kubeconfig`): user `kubelet-bootstrap` with a
+//!   [bootstrap token](crate::bootstrap_token) (no expiration, extra group
+//!   `system:bootstrappers:berth:default-node-token`) created on the first start. The agent
+//!   sends a CSR for `system:node:<name>` with it, which is approved and signed at once.
+//!   The server URL is the first `--advertise-address` when given, else the admin's.
+//!
+//! A second start on the same directory keeps everything: the store's data, the CA, the
+//! credentials and the bootstrap token.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -140,10 +150,12 @@ impl ControlPlane {
             audit: Some(audit),
             service_cidr,
             sa_tokens,
+            kubelet: crate::kubelet::KubeletClient::new(pki.kubelet_client_config()?),
         });
         crate::bootstrap::ensure(&api)
             .await
             .map_err(|e| anyhow::anyhow!("bootstrap objects: {e}"))?;
+        let bootstrap_token = ensure_bootstrap_token(&api, &args.data_dir).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
@@ -156,6 +168,11 @@ impl ControlPlane {
             stopped,
         ))];
         tasks.push(tokio::spawn(namespace_finalizer(api.clone())));
+        let pki = Arc::new(pki);
+        tasks.push(tokio::spawn(crate::certificates::run(
+            api.clone(),
+            pki.clone(),
+        )));
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -174,6 +191,24 @@ impl ControlPlane {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600))?;
         }
+        let join_host = args
+            .advertise
+            .first()
+            .cloned()
+            .unwrap_or_else(|| host.clone());
+        let join_host = if join_host.contains(':') && !join_host.starts_with('[') {
+            format!("[{join_host}]")
+        } else {
+            join_host
+        };
+        write_secret_file(
+            &args.data_dir.join(BOOTSTRAP_KUBECONFIG),
+            &pki.token_kubeconfig(
+                &format!("https://{join_host}:{}", addr.port()),
+                "kubelet-bootstrap",
+                &bootstrap_token,
+            ),
+        )?;
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");
         Ok(Self {
             addr,
@@ -198,6 +233,55 @@ impl ControlPlane {
         drop(self.api);
         self.store.shutdown().await;
     }
+}
+
+/// The file node agents join with, in the data directory.
+pub const BOOTSTRAP_KUBECONFIG: &str = "bootstrap-kubeconfig.yaml";
+
+fn write_secret_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The token of an existing bootstrap kubeconfig, if there is one.
+fn existing_bootstrap_token(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).ok()?;
+    let token = doc.pointer("/users/0/user/token")?.as_str()?;
+    crate::bootstrap_token::parse(token).map(|_| token.to_string())
+}
+
+/// The bootstrap token this server hands out: the one of an earlier start, else a new one
+/// stored as its Secret. An earlier token whose Secret was deleted stays revoked.
+async fn ensure_bootstrap_token(
+    api: &ApiServer,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    if let Some(token) = existing_bootstrap_token(&data_dir.join(BOOTSTRAP_KUBECONFIG)) {
+        return Ok(token);
+    }
+    let token = crate::bootstrap_token::generate();
+    let secret =
+        crate::bootstrap_token::secret(&token, &[crate::bootstrap_token::DEFAULT_NODE_GROUP], None);
+    let target = crate::request::Target {
+        info: berth_api::registry::by_kind("Secret").expect("secrets are registered"),
+        namespace: Some("kube-system".into()),
+        name: None,
+        subresource: None,
+    };
+    let opts = crate::objects::WriteOptions {
+        dry_run: false,
+        field_manager: "berth-bootstrap".into(),
+        validation: crate::objects::FieldValidation::Strict,
+        apply: false,
+        requester: None,
+    };
+    api.create(&target, secret, &opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the bootstrap token: {e}"))?;
+    Ok(token)
 }
 
 fn engine_name(e: berth_store::backend::Engine) -> &'static str {

@@ -311,6 +311,7 @@ impl ApiServer {
             field_manager: "berth-namespace-controller".into(),
             validation: crate::objects::FieldValidation::Ignore,
             apply: false,
+            requester: None,
         };
         self.guaranteed_update(&target, &wopts, |old| {
             let Some(old) = old else {

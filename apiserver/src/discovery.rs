@@ -52,9 +52,20 @@ fn aggregated(headers: &HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// Every served resource: the registry's, and those served without storage
+/// ([`crate::metrics`]).
+fn served() -> impl Iterator<Item = &'static ResourceInfo> {
+    registry::all().iter().chain(crate::metrics::RESOURCES)
+}
+
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out = registry::group_versions();
+    out.push((crate::metrics::GROUP, crate::metrics::VERSION));
+    out
+}
+
 fn resources_of(group: &str, version: &str) -> Vec<&'static ResourceInfo> {
-    registry::all()
-        .iter()
+    served()
         .filter(|r| r.group == group && r.version == version)
         .collect()
 }
@@ -89,7 +100,7 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
 }
 
 fn aggregated_group(group: &str) -> Value {
-    let versions: Vec<Value> = registry::group_versions()
+    let versions: Vec<Value> = group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| {
@@ -109,7 +120,7 @@ fn aggregated_group(group: &str) -> Value {
 
 fn groups() -> Vec<&'static str> {
     let mut out: Vec<&str> = Vec::new();
-    for (g, _) in registry::group_versions() {
+    for (g, _) in group_versions() {
         if !g.is_empty() && !out.contains(&g) {
             out.push(g);
         }
@@ -163,7 +174,7 @@ fn legacy_resource_list(group: &str, version: &str) -> Value {
 }
 
 fn legacy_group(group: &str) -> Value {
-    let versions: Vec<Value> = registry::group_versions()
+    let versions: Vec<Value> = group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -254,6 +265,23 @@ mod tests {
         assert_eq!(aggregated(&h), Some("v2beta1"));
         h.insert(header::ACCEPT, "application/json, */*".parse().unwrap());
         assert_eq!(aggregated(&h), None);
+    }
+
+    #[test]
+    fn metrics_are_discovered() {
+        assert!(groups().contains(&"metrics.k8s.io"));
+        let agg = aggregated_group("metrics.k8s.io");
+        assert_eq!(agg["versions"][0]["version"], "v1beta1");
+        let names: Vec<&str> = agg["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["resource"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["nodes", "pods"]);
+        let legacy = legacy_resource_list("metrics.k8s.io", "v1beta1");
+        assert_eq!(legacy["resources"][1]["kind"], "PodMetrics");
+        assert_eq!(legacy["resources"][1]["namespaced"], true);
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn options(o: Option<&pb::WriteOptions>, default_manager: &str) -> ApiResult<Wri
         field_manager: some(&o.field_manager).unwrap_or_else(|| default_manager.to_string()),
         validation,
         apply: false,
+        requester: None,
     })
 }
 
@@ -287,7 +288,8 @@ impl Api for Grpc {
             let (info, v) = decode_object(r.object.as_ref())?;
             let t = target(info, &meta(&v, "namespace"), "", "")?;
             self.authorize(&user, "create", &t)?;
-            let opts = options(r.options.as_ref(), "grpc")?;
+            let mut opts = options(r.options.as_ref(), "grpc")?;
+            opts.requester = Some(user.clone());
             let w = self.server.create(&t, v, &opts).await?;
             Ok(write_response(info, w))
         };
@@ -333,6 +335,7 @@ impl Api for Grpc {
             }
             self.authorize(&user, "patch", &t)?;
             let mut opts = options(r.options.as_ref(), "")?;
+            opts.requester = Some(user.clone());
             if opts.field_manager.is_empty() {
                 return Err(ApiError::bad_request("field_manager is required for apply"));
             }

@@ -191,9 +191,13 @@ fn initial_status(kind: &str, obj: &Value) -> Option<Value> {
     match kind {
         "Pod" => Some(json!({"phase": "Pending", "qosClass": qos_class(obj)})),
         "Namespace" => Some(json!({"phase": "Active"})),
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "Service" => {
-            Some(json!({}))
-        }
+        "Deployment"
+        | "ReplicaSet"
+        | "DaemonSet"
+        | "StatefulSet"
+        | "Job"
+        | "Service"
+        | "CertificateSigningRequest" => Some(json!({})),
         _ => None,
     }
 }
@@ -223,6 +227,8 @@ pub struct WriteOptions {
     pub validation: FieldValidation,
     /// A server-side apply: managed fields are computed by the apply itself.
     pub apply: bool,
+    /// Who asks, when a kind records it (a CertificateSigningRequest's `spec.username`).
+    pub requester: Option<crate::auth::User>,
 }
 
 impl WriteOptions {
@@ -251,6 +257,7 @@ impl WriteOptions {
             field_manager,
             validation: FieldValidation::from_query(q)?,
             apply: false,
+            requester: None,
         })
     }
 }
@@ -344,6 +351,9 @@ impl ApiServer {
             ] {
                 meta.remove(server_owned);
             }
+        }
+        if info.kind == "CertificateSigningRequest" {
+            crate::certificates::stamp_requester(&mut body, opts.requester.as_ref());
         }
         let mut warnings = Vec::new();
         let mut obj = admit(info, body, opts.validation, &mut warnings)?;
@@ -566,6 +576,8 @@ impl ApiServer {
                 }
                 *new = merged;
             }
+            // Only CertificateSigningRequests have it; their rules follow.
+            Some("approval") => {}
             _ => {
                 if info.has_subresource("status") {
                     match old.get("status") {
@@ -599,6 +611,13 @@ impl ApiServer {
             }
         }
         meta.insert("name".into(), Value::String(name.clone()));
+        if info.kind == "CertificateSigningRequest" {
+            crate::certificates::prepare_update(old, new, subresource).map_err(
+                |(field, message)| {
+                    ApiError::invalid_field(info, &name, &field, "FieldValueInvalid", &message)
+                },
+            )?;
+        }
         if info.kind == "Service" {
             crate::alloc::keep_service_addresses(old, new).map_err(|m| {
                 let field = m.split(':').next().unwrap_or("spec").to_string();

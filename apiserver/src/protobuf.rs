@@ -47,6 +47,7 @@ const GROUPS: &[(&str, &str)] = &[
     ("discovery.k8s.io", "k8s.io.api.discovery"),
     ("coordination.k8s.io", "k8s.io.api.coordination"),
     ("rbac.authorization.k8s.io", "k8s.io.api.rbac"),
+    ("certificates.k8s.io", "k8s.io.api.certificates"),
 ];
 
 static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/k8s.fds"));
@@ -587,6 +588,7 @@ mod tests {
             ("rbac.authorization.k8s.io/v1", "ClusterRole"),
             ("rbac.authorization.k8s.io/v1", "RoleBinding"),
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+            ("certificates.k8s.io/v1", "CertificateSigningRequest"),
         ];
         for (api_version, kind) in kinds {
             let b = body(api_version, kind, json!({"metadata": {"name": "x"}}));

@@ -35,6 +35,8 @@ pub struct ApiServer {
     pub service_cidr: crate::alloc::Cidr,
     /// Signs and verifies ServiceAccount tokens.
     pub sa_tokens: crate::serviceaccount::TokenSigner,
+    /// Calls node agents.
+    pub kubelet: crate::kubelet::KubeletClient,
 }
 
 /// The identity the TLS layer established for a connection.
@@ -106,7 +108,8 @@ impl ApiServer {
             return self
                 .tokens
                 .authenticate(token)
-                .or_else(|| self.sa_tokens.authenticate(token, &self.cache));
+                .or_else(|| self.sa_tokens.authenticate(token, &self.cache))
+                .or_else(|| crate::bootstrap_token::authenticate(token, &self.cache));
         }
         peer.cert_user.clone()
     }
@@ -146,6 +149,31 @@ impl ApiServer {
             .split('/')
             .filter(|s| !s.is_empty())
             .collect();
+        if let ["api", "v1", "nodes", node, "proxy", rest @ ..] = segs.as_slice() {
+            let verb = match *method {
+                Method::GET | Method::HEAD => "get",
+                Method::POST => "create",
+                Method::PUT => "update",
+                Method::PATCH => "patch",
+                Method::DELETE => "delete",
+                _ => "proxy",
+            };
+            let attrs = Attributes::Resource {
+                verb: verb.into(),
+                group: String::new(),
+                resource: "nodes".into(),
+                subresource: "proxy".into(),
+                namespace: String::new(),
+                name: node.to_string(),
+            };
+            self.check(user, &attrs)?;
+            return self.node_proxy(node, rest, req).await;
+        }
+        if let ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] = segs.as_slice() {
+            if !rest.is_empty() {
+                return self.serve_metrics(user, method, rest, q).await;
+            }
+        }
         let (group, version, rest) = match segs.as_slice() {
             ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
             ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
@@ -159,16 +187,41 @@ impl ApiServer {
             }
         };
         let target = Target::parse(group, version, rest)?;
-        let verb = verb_of(method, &target, q);
+        let streamed = target.info.kind == "Pod"
+            && matches!(
+                target.subresource.as_deref(),
+                Some("log" | "exec" | "attach" | "portforward")
+            );
+        let verb = match target.subresource.as_deref() {
+            // Kubernetes 1.30+ authorises websocket GETs of these as create, as the POSTs.
+            Some("exec" | "attach" | "portforward") if streamed => "create",
+            _ => verb_of(method, &target, q),
+        };
+        // As Kubernetes, a list or watch of one name (`fieldSelector=metadata.name=x`) is
+        // authorised as a request for that name.
+        let mut name = target.name.clone().unwrap_or_default();
+        if name.is_empty() && matches!(verb, "list" | "watch") {
+            if let Some(n) = q
+                .get("fieldSelector")
+                .and_then(|f| berth_api::fields::FieldSelector::parse(f).ok())
+                .and_then(|f| f.requires_exact_match("metadata.name").map(str::to_string))
+            {
+                name = n;
+            }
+        }
         let attrs = Attributes::Resource {
             verb: verb.to_string(),
             group: target.info.group.to_string(),
             resource: target.info.plural.to_string(),
             subresource: target.subresource.clone().unwrap_or_default(),
             namespace: target.namespace.clone().unwrap_or_default(),
-            name: target.name.clone().unwrap_or_default(),
+            name,
         };
-        self.check(user, &attrs)?;
+        self.check_fresh(user, &attrs).await?;
+        if streamed {
+            let sub = target.subresource.clone().unwrap_or_default();
+            return self.pod_stream(&target, &sub, req, q).await;
+        }
         let accept = req
             .headers()
             .get(header::ACCEPT)
@@ -188,7 +241,7 @@ impl ApiServer {
             format
         };
         match (verb, target.subresource.as_deref()) {
-            ("get", None | Some("status")) => {
+            ("get", None | Some("status") | Some("approval")) => {
                 let v = self.get(&target, q).await?;
                 if format == Format::Table {
                     let t = crate::table::to_table(
@@ -221,7 +274,8 @@ impl ApiServer {
                         "POST is not allowed on a named object",
                     ));
                 }
-                let opts = WriteOptions::from_query(q, "unknown")?;
+                let mut opts = WriteOptions::from_query(q, "unknown")?;
+                opts.requester = Some(user.clone());
                 let value = decode_body(content_type.as_deref(), &body)?;
                 let w = self.create(&target, value, &opts).await?;
                 Ok(with_warnings(
@@ -253,7 +307,7 @@ impl ApiServer {
                     object_format,
                 ))
             }
-            ("update", None | Some("status")) => {
+            ("update", None | Some("status") | Some("approval")) => {
                 let opts = WriteOptions::from_query(q, "unknown")?;
                 let value = decode_body(content_type.as_deref(), &body)?;
                 let w = self.update(&target, value, &opts).await?;
@@ -279,7 +333,7 @@ impl ApiServer {
                     object_format,
                 ))
             }
-            ("patch", None | Some("status")) => {
+            ("patch", None | Some("status") | Some("approval")) => {
                 let ty = body_type(content_type.as_deref())?;
                 let manager_default = if ty == BodyType::ApplyPatch {
                     ""
@@ -288,6 +342,7 @@ impl ApiServer {
                 };
                 let mut opts = WriteOptions::from_query(q, manager_default)?;
                 opts.apply = ty == BodyType::ApplyPatch;
+                opts.requester = Some(user.clone());
                 if ty == BodyType::ApplyPatch && opts.field_manager.is_empty() {
                     return Err(ApiError::bad_request(
                         "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
@@ -340,6 +395,26 @@ impl ApiServer {
         }
     }
 
+    /// [`check`](Self::check), but a node refused on what the watch cache holds (the node a
+    /// pod is bound to, who asked for a CSR) is checked again once the cache has caught up
+    /// with the store: an agent may ask about an object it has just created.
+    pub async fn check_fresh(&self, user: &User, attrs: &Attributes) -> ApiResult<()> {
+        let first = self.check(user, attrs);
+        if first.is_ok() || user.node_name().is_none() {
+            return first;
+        }
+        let rev = self
+            .storage
+            .linearizable_revision()
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        if rev > self.cache.revision() {
+            self.cache.wait_for(rev).await?;
+            return self.check(user, attrs);
+        }
+        first
+    }
+
     /// Authorises `attrs` for `user`: 403 with Kubernetes' wording when refused.
     pub fn check(&self, user: &User, attrs: &Attributes) -> ApiResult<()> {
         match self.authz.authorize(user, attrs) {
@@ -359,7 +434,7 @@ impl ApiServer {
             .filter(|s| !s.is_empty())
             .map(str::to_string);
         let info = target.info;
-        let status_only = target.subresource.as_deref() == Some("status");
+        let status_only = matches!(target.subresource.as_deref(), Some("status" | "approval"));
         self.guaranteed_update(target, opts, |old| {
             let Some(old) = old else {
                 return Err(ApiError::not_found(info, target.name()));

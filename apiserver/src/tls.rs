@@ -3,7 +3,10 @@
 //! optional, verified against the CA), and the admin kubeconfig.
 //!
 //! Files live in `<data-dir>/pki/`: `ca.crt`, `ca.key`, `server.crt`, `server.key`,
-//! `admin.crt`, `admin.key`. A second start reuses them.
+//! `admin.crt`, `admin.key`, and `apiserver-kubelet-client.crt` / `.key` (CN
+//! `berth-apiserver-kubelet-client`, O `system:masters`), the identity the API server presents
+//! to node agents. A second start reuses them. [`Pki::sign_request`] signs certificate
+//! requests (CSRs) with the CA.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +47,13 @@ pub struct Pki {
     pub server_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The client identity for calls to node agents.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
+
+/// The CN node agents accept from the API server.
+pub const KUBELET_CLIENT_CN: &str = "berth-apiserver-kubelet-client";
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -107,6 +116,8 @@ impl Pki {
             server_key_pem: String::new(),
             admin_cert_pem: String::new(),
             admin_key_pem: String::new(),
+            kubelet_client_cert_pem: String::new(),
+            kubelet_client_key_pem: String::new(),
         };
         let (server_crt, server_key) = (dir.join("server.crt"), dir.join("server.key"));
         if !server_crt.exists() || !covers(&read(&server_crt)?, hosts) {
@@ -124,7 +135,95 @@ impl Pki {
         }
         pki.admin_cert_pem = read(&admin_crt)?;
         pki.admin_key_pem = read(&admin_key)?;
+        let (kc_crt, kc_key) = (
+            dir.join("apiserver-kubelet-client.crt"),
+            dir.join("apiserver-kubelet-client.key"),
+        );
+        if !kc_crt.exists() {
+            let (cert, key) = pki.issue(KUBELET_CLIENT_CN, &["system:masters"], &[], false)?;
+            write(&kc_key, &key, true)?;
+            write(&kc_crt, &cert, false)?;
+        }
+        pki.kubelet_client_cert_pem = read(&kc_crt)?;
+        pki.kubelet_client_key_pem = read(&kc_key)?;
         Ok(pki)
+    }
+
+    /// Signs a PEM certificate request with the CA: the subject and subject alternative
+    /// names come from the request, the key usages from `usages` (Kubernetes' names, e.g.
+    /// `client auth`), and the certificate is valid from five minutes ago (for clock skew,
+    /// as Kubernetes' signer backdates) for `validity`. Returns the certificate in PEM.
+    pub fn sign_request(
+        &self,
+        request_pem: &str,
+        usages: &[String],
+        validity: std::time::Duration,
+    ) -> Result<String> {
+        let what = "certificate request";
+        let mut csr =
+            rcgen::CertificateSigningRequestParams::from_pem(request_pem).map_err(gen(what))?;
+        let p = &mut csr.params;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = Vec::new();
+        p.extended_key_usages = Vec::new();
+        for u in usages {
+            match u.as_str() {
+                "digital signature" => p.key_usages.push(KeyUsagePurpose::DigitalSignature),
+                "key encipherment" => p.key_usages.push(KeyUsagePurpose::KeyEncipherment),
+                "content commitment" => p.key_usages.push(KeyUsagePurpose::ContentCommitment),
+                "key agreement" => p.key_usages.push(KeyUsagePurpose::KeyAgreement),
+                "data encipherment" => p.key_usages.push(KeyUsagePurpose::DataEncipherment),
+                "server auth" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ServerAuth),
+                "client auth" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ClientAuth),
+                other => {
+                    return Err(invalid(what, format!("usage {other:?} is not supported")));
+                }
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        p.not_before = epoch + now.saturating_sub(std::time::Duration::from_secs(300));
+        p.not_after = epoch + now + validity;
+        let mut serial = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut serial);
+        serial[0] &= 0x7f;
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        p.use_authority_key_identifier_extension = true;
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem).map_err(gen("ca key"))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, ca_key).map_err(gen("ca"))?;
+        Ok(csr.signed_by(&issuer).map_err(gen(what))?.pem())
+    }
+
+    /// A rustls client configuration trusting only the cluster CA and presenting the API
+    /// server's kubelet-client identity: what every call to a node agent uses.
+    pub fn kubelet_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(&self.ca_pem, "ca.crt")? {
+            roots.add(c).map_err(|e| invalid("ca.crt", e))?;
+        }
+        let key = private_key(&self.kubelet_client_key_pem, "apiserver-kubelet-client.key")?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("tls versions", e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                certs(
+                    &self.kubelet_client_cert_pem,
+                    "apiserver-kubelet-client.crt",
+                )?,
+                key,
+            )
+            .map_err(|e| invalid("apiserver-kubelet-client.crt", e))?;
+        // Upgrades (exec, attach, port-forward) exist only in HTTP/1.1.
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
     }
 
     /// Issues a certificate signed by the CA: a client certificate for `cn` in `groups`, or
@@ -187,6 +286,15 @@ impl Pki {
             .map_err(|e| invalid("server.crt", e))?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
+    }
+
+    /// A kubeconfig for `user` authenticating with a bearer token.
+    pub fn token_kubeconfig(&self, server: &str, user: &str, token: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {user}@berth\n  context:\n    cluster: berth\n    user: {user}\ncurrent-context: {user}@berth\nusers:\n- name: {user}\n  user:\n    token: {token}\npreferences: {{}}\n",
+            ca = b64(&self.ca_pem),
+        )
     }
 
     /// A kubeconfig for `user` with an embedded client certificate.
@@ -286,5 +394,38 @@ mod tests {
         let c = Pki::bootstrap(dir.path(), &more).unwrap();
         assert_eq!(a.ca_pem, c.ca_pem);
         assert_ne!(a.server_cert_pem, c.server_cert_pem);
+        let der = &certs(&a.kubelet_client_cert_pem, "kc").unwrap()[0];
+        let user = crate::auth::user_from_cert(der).unwrap();
+        assert_eq!(user.name, KUBELET_CLIENT_CN);
+        assert_eq!(a.kubelet_client_cert_pem, c.kubelet_client_cert_pem);
+        assert!(a.kubelet_client_config().is_ok());
+    }
+
+    #[test]
+    fn requests_are_signed_with_the_requested_usages() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::bootstrap(dir.path(), &["localhost".to_string()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["n1.example".to_string()]).unwrap();
+        params.distinguished_name = dn("system:node:n1", &["system:nodes"]);
+        let request = params.serialize_request(&key).unwrap().pem().unwrap();
+        let usages = vec!["digital signature".to_string(), "server auth".to_string()];
+        let day = std::time::Duration::from_secs(86400);
+        let pem = pki.sign_request(&request, &usages, day).unwrap();
+        let der = &certs(&pem, "signed").unwrap()[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        let user = crate::auth::user_from_cert(der).unwrap();
+        assert_eq!(user.name, "system:node:n1");
+        assert!(user.in_group("system:nodes"));
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        assert!(cert.key_usage().unwrap().unwrap().value.digital_signature());
+        let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(life, 86400 + 300);
+        let ca = &certs(&pki.ca_pem, "ca").unwrap()[0];
+        let (_, ca) = x509_parser::parse_x509_certificate(ca).unwrap();
+        cert.verify_signature(Some(ca.public_key())).unwrap();
+        let refused = pki.sign_request(&request, &["cert sign".to_string()], day);
+        assert!(refused.is_err());
     }
 }

@@ -76,6 +76,7 @@ fn fake_deployment_controller(cluster: &Cluster) -> tokio::task::JoinHandle<()> 
                     field_manager: "test-controller".into(),
                     validation: berth_apiserver::objects::FieldValidation::Ignore,
                     apply: false,
+                    requester: None,
                 };
                 let _ = api
                     .guaranteed_update(&target, &opts, |old| {

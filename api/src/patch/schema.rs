@@ -110,8 +110,17 @@ pub fn for_kind(kind: &str) -> Option<Shape> {
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => WORKLOAD,
         "Job" => JOB,
         "CronJob" => CRON_JOB,
-        "Endpoints" | "ConfigMap" | "Secret" | "Event" | "EndpointSlice" | "Lease" | "Role"
-        | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => METADATA_ONLY,
+        "Endpoints"
+        | "ConfigMap"
+        | "Secret"
+        | "Event"
+        | "EndpointSlice"
+        | "Lease"
+        | "Role"
+        | "ClusterRole"
+        | "RoleBinding"
+        | "ClusterRoleBinding"
+        | "CertificateSigningRequest" => METADATA_ONLY,
         _ => return None,
     })
 }

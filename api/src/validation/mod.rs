@@ -9,6 +9,7 @@
 //! defaulting fills may be absent and is then read as its default (a Job's absent
 //! `restartPolicy` is `Always`, which a Job may not use).
 
+mod certificates;
 mod cluster;
 mod config;
 pub mod field;
@@ -19,6 +20,7 @@ mod rbac;
 mod service;
 mod workloads;
 
+pub use certificates::{validate_certificate_signing_request, KEY_USAGES};
 pub use cluster::{validate_event, validate_lease, validate_namespace, validate_node};
 pub use config::{validate_config_map, validate_secret, validate_service_account, MAX_DATA_SIZE};
 pub use field::{ErrorList, ErrorType, FieldError, Invalid, Path};
@@ -66,6 +68,7 @@ pub fn validate(obj: &Object) -> ErrorList {
         Object::ClusterRole(o) => validate_cluster_role(o),
         Object::RoleBinding(o) => validate_role_binding(o),
         Object::ClusterRoleBinding(o) => validate_cluster_role_binding(o),
+        Object::CertificateSigningRequest(o) => validate_certificate_signing_request(o),
     }
 }
 

@@ -44,7 +44,9 @@ macro_rules! known_kinds {
     };
 }
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, rbac};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, certificates, coordination, core, discovery, rbac,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta;
 
 known_kinds!(
@@ -105,6 +107,13 @@ known_kinds!(
         "ClusterRoleBinding",
         true,
         rbac::v1::ClusterRoleBinding
+    ),
+    (
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        true,
+        certificates::v1::CertificateSigningRequest
     ),
     ("", "v1", "Status", false, meta::v1::Status),
 );

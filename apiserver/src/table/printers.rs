@@ -140,6 +140,7 @@ pub(crate) fn for_kind(info: &ResourceInfo) -> &'static Printer {
         "Lease" => &LEASE,
         "RoleBinding" => &ROLE_BINDING,
         "ClusterRoleBinding" => &CLUSTER_ROLE_BINDING,
+        "CertificateSigningRequest" => &CERTIFICATE_SIGNING_REQUEST,
         "Role" | "ClusterRole" => &DEFAULT_CONVERTOR,
         _ => &NAME_AGE,
     }
@@ -1032,6 +1033,70 @@ fn print_lease(obj: &Value, now: Timestamp) -> Printed {
     Printed::cells(vec![name(obj), s(holder), age(obj, now)])
 }
 
+// ---- certificates ----
+
+const CSR_SPEC: &str = "io.k8s.api.certificates.v1.CertificateSigningRequestSpec";
+
+static CERTIFICATE_SIGNING_REQUEST: Printer = Printer {
+    columns: &[
+        NAME,
+        AGE,
+        string("SignerName", Field(CSR_SPEC, "signerName")),
+        string("Requestor", Text("Name of the requestor")),
+        string("RequestedDuration", Field(CSR_SPEC, "expirationSeconds")),
+        string("Condition", Text("Condition of the resource")),
+    ],
+    print: print_certificate_signing_request,
+};
+
+/// Kubernetes' `extractCSRStatus`: the decision, then Failed and Issued.
+fn print_certificate_signing_request(obj: &Value, now: Timestamp) -> Printed {
+    let spec = obj.get("spec");
+    let field = |f: &str| {
+        spec.and_then(|s| s.get(f))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let duration = spec
+        .and_then(|s| s.get("expirationSeconds"))
+        .and_then(Value::as_i64)
+        .map(|secs| crate::table::human_duration(jiff::SignedDuration::from_secs(secs)))
+        .unwrap_or_else(|| "<none>".to_string());
+    let conditions = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = |ty: &str| conditions.iter().any(|c| c["type"] == ty);
+    let mut condition = if has("Denied") {
+        "Denied"
+    } else if has("Approved") {
+        "Approved"
+    } else {
+        "Pending"
+    }
+    .to_string();
+    if has("Failed") {
+        condition.push_str(",Failed");
+    }
+    if obj
+        .pointer("/status/certificate")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty())
+    {
+        condition.push_str(",Issued");
+    }
+    Printed::cells(vec![
+        name(obj),
+        age(obj, now),
+        s(field("signerName")),
+        s(field("username")),
+        s(duration),
+        s(condition),
+    ])
+}
+
 // ---- networking ----
 
 static ENDPOINTS: Printer = Printer {
@@ -1468,6 +1533,7 @@ mod tests {
             "ClusterRole",
             "RoleBinding",
             "ClusterRoleBinding",
+            "CertificateSigningRequest",
             "Widget",
         ] {
             let printer = for_kind(&info(kind));
@@ -2132,6 +2198,7 @@ mod tests {
             "Role",
             "RoleBinding",
             "ClusterRoleBinding",
+            "CertificateSigningRequest",
         ] {
             for column in for_kind(&info(kind)).columns {
                 assert!(

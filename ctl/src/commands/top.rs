@@ -1,5 +1,6 @@
-//! `kctl top`: usage from the metrics API (`metrics.k8s.io`). Berth does not serve it yet, so
-//! this says so clearly instead of printing made-up figures.
+//! `kctl top`: usage from the metrics API (`metrics.k8s.io`), which the API server serves from
+//! the node agents' summaries; a cluster without it gets a clear error instead of made-up
+//! figures.
 
 use crate::error::{Error, Result};
 use crate::output::Output;
