@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench pod_start -- [--pods 100] [--burst 30] [--anchor 20]`
 
+// A benchmark binary: its output is the report.
+#![allow(clippy::print_stdout)]
+
 #[path = "../e2e/support/mod.rs"]
 mod support;
 

@@ -317,3 +317,269 @@ async fn events_for(node: &TestNode, pod: &str) -> Vec<(String, String)> {
     }
     vec![]
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_exec_port_forward_and_top_work() {
+    let node = TestNode::start().await;
+    node.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talk"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", "for i in 1 2 3; do echo line-$i; done; while true; do echo tick; sleep 0.3; done"]
+        }]}
+    }))
+    .await;
+    node.wait_pod("talk", 60, "Running", |p| {
+        container_status(p, "main").is_some_and(|c| c.ready)
+    })
+    .await;
+
+    // logs, and --tail.
+    let logs = node.kubectl_ok(&["logs", "talk"]);
+    assert!(logs.starts_with("line-1\nline-2\nline-3\n"), "{logs}");
+    let last = node.kubectl_ok(&["logs", "talk", "--tail=1"]);
+    assert_eq!(last, "tick\n");
+    // logs -f delivers new lines as they are written.
+    let mut follow = node
+        .kubectl_cmd(&["logs", "-f", "talk", "--since=1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let started = std::time::Instant::now();
+        let mut ticks = 0;
+        while ticks < 5 {
+            match lines.next() {
+                Some(Ok(l)) if l == "tick" => ticks += 1,
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        (ticks, started.elapsed())
+    });
+    let (ticks, took) = tokio::time::timeout(Duration::from_secs(20), got)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(ticks, 5, "logs -f stopped delivering");
+    assert!(
+        took >= Duration::from_millis(600),
+        "5 ticks came at once ({took:?}): not followed live"
+    );
+
+    // exec: output, exit codes, stdin.
+    let ls = node.kubectl_ok(&["exec", "talk", "--", "ls", "/"]);
+    for d in ["bin", "etc", "proc"] {
+        assert!(ls.lines().any(|l| l == d), "{ls}");
+    }
+    let out = node.kubectl(&[
+        "exec",
+        "talk",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err"));
+    let mut cat = node
+        .kubectl_cmd(&["exec", "-i", "talk", "--", "sh", "-c", "tr a-z A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"hello through stdin\n").unwrap();
+    }
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HELLO THROUGH STDIN\n"
+    );
+
+    // exec -it through a real terminal.
+    let transcript = tokio::task::spawn_blocking({
+        let cmd = node.kubectl_cmd(&["exec", "-it", "talk", "--", "sh"]);
+        move || drive_tty(cmd, &["tty; echo sum=$((40+2))\r", "exit 7\r"], "sum=42")
+    })
+    .await
+    .unwrap();
+    assert!(transcript.0.contains("/dev/pts/"), "{}", transcript.0);
+    assert!(transcript.0.contains("sum=42"), "{}", transcript.0);
+    assert_eq!(transcript.1, Some(7), "{}", transcript.0);
+
+    // kubectl top: real numbers from the agent's stats (the first sample has no rate yet).
+    let mut top = String::new();
+    for _ in 0..20 {
+        let out = node.kubectl(&["top", "pod", "talk", "--no-headers"]);
+        top = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && !top.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let fields: Vec<&str> = top.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"talk"), "{top}");
+    assert!(
+        fields[1].ends_with('m') && fields[2].ends_with("Mi"),
+        "{top}"
+    );
+    // A busybox shell uses well under a MiB: look at the exact figure.
+    let raw = node.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/talk",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let mem = v["containers"][0]["usage"]["memory"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let kib: u64 = mem.trim_end_matches("Ki").parse().unwrap_or(0);
+    assert!(
+        mem.ends_with("Ki") && kib > 0,
+        "a running shell uses some memory: {raw}"
+    );
+    let top_node = node.kubectl_ok(&["top", "node", "--no-headers"]);
+    let f: Vec<&str> = top_node.split_whitespace().collect();
+    assert_eq!(f[0], node.node, "{top_node}");
+    assert!(f[1].ends_with('m') && f[3].ends_with("Mi"), "{top_node}");
+    let node_mem: u64 = f[3].trim_end_matches("Mi").parse().unwrap();
+    assert!(node_mem > 64, "{top_node}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_the_pod_and_images_load_through_the_api() {
+    let node = TestNode::start().await;
+    node.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "web", "image": "berth-testserver:latest", "imagePullPolicy": "Never",
+            "args": ["--listen", "127.0.0.1:8080"]
+        }]}
+    }))
+    .await;
+    node.wait_pod("web", 60, "Running", |p| {
+        container_status(p, "web").is_some_and(|c| c.ready)
+    })
+    .await;
+    // The server listens on the pod's loopback only: port-forward dials inside the pod.
+    let port = free_port();
+    let mut pf = node
+        .kubectl_cmd(&["port-forward", "pod/web", &format!("{port}:8080")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(Ok(b)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            try_http_get(&format!("127.0.0.1:{port}"), "/"),
+        )
+        .await
+        {
+            body = b;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert!(body.contains("hostname=web"), "{body}");
+
+    // An image tarball loaded into the node through the API server's node proxy.
+    let tar = std::fs::read(images().join("busybox.tar")).unwrap();
+    let req = http::Request::post(format!("/api/v1/nodes/{}/proxy/images/load", node.node))
+        .header("content-type", "application/x-tar")
+        .body(tar)
+        .unwrap();
+    let answer = node.client.request_text(req).await.unwrap();
+    assert!(
+        answer.contains("docker.io/library/busybox:latest"),
+        "{answer}"
+    );
+    node.stop().await;
+}
+
+/// Run `cmd` on a new pseudo-terminal, type `inputs` (after `ready` text appears, the
+/// first once the shell prompt shows), and return what the terminal showed and the exit code.
+fn drive_tty(
+    mut cmd: std::process::Command,
+    inputs: &[&str],
+    ready: &str,
+) -> (String, Option<i32>) {
+    use std::io::{Read, Write};
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut child = cmd.spawn().unwrap();
+    let master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut writer = master;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let wait_for = |seen: &mut String, what: &str| {
+        while !seen.contains(what) && std::time::Instant::now() < deadline {
+            if let Ok(b) = rx.recv_timeout(Duration::from_millis(100)) {
+                seen.push_str(&String::from_utf8_lossy(&b));
+            }
+        }
+    };
+    wait_for(&mut seen, "#");
+    writer.write_all(inputs[0].as_bytes()).unwrap();
+    wait_for(&mut seen, ready);
+    for i in &inputs[1..] {
+        writer.write_all(i.as_bytes()).unwrap();
+    }
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    while let Ok(b) = rx.recv_timeout(Duration::from_millis(100)) {
+        seen.push_str(&String::from_utf8_lossy(&b));
+    }
+    (seen, code)
+}
+
+async fn try_http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    if out.is_empty() {
+        return Err(std::io::Error::other("empty answer"));
+    }
+    Ok(out)
+}

@@ -113,9 +113,6 @@ impl TestNode {
             token_auth_file: None,
         };
         let cp = ControlPlane::start(args).await.unwrap();
-        let url = format!("https://127.0.0.1:{}", cp.addr.port());
-        let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-        let pki = berth_apiserver::tls::Pki::bootstrap(&data, &hosts).unwrap();
         let tag = format!(
             "{:x}",
             std::process::id() as u64 * 1000 + free_port() as u64 % 1000
@@ -127,23 +124,6 @@ impl TestNode {
         for img in ["busybox.tar", "testserver.tar"] {
             std::fs::copy(images.join(img), agent_dir.join("images").join(img)).unwrap();
         }
-        let (cert, key) = pki
-            .issue(
-                &format!("system:node:{node}"),
-                &["system:nodes"],
-                &[],
-                false,
-            )
-            .unwrap();
-        std::fs::write(
-            agent_dir.join("kubeconfig.yaml"),
-            pki.kubeconfig(&url, &node, &cert, &key),
-        )
-        .unwrap();
-        let (scert, skey) = pki.issue(&node, &[], &hosts, true).unwrap();
-        std::fs::write(agent_dir.join("serving.crt"), scert).unwrap();
-        std::fs::write(agent_dir.join("serving.key"), skey).unwrap();
-        std::fs::write(agent_dir.join("ca.crt"), &pki.ca_pem).unwrap();
 
         // A bridge and a /24 of our own, so parallel tests do not meet.
         let n = (std::process::id() as u64 * 7 + free_port() as u64) % 250 + 1;
@@ -171,15 +151,12 @@ impl TestNode {
             format!("--crash-backoff-initial={}", opts.backoff_initial),
             format!("--crash-backoff-max={}", opts.backoff_max),
             format!("--cgroup-parent={cgroup_parent}"),
+            // The node joins with the server's bootstrap token (TLS bootstrap: its client
+            // and serving certificates come from CertificateSigningRequests).
             format!(
-                "--tls-cert-file={}",
-                agent_dir.join("serving.crt").display()
+                "--bootstrap-kubeconfig={}",
+                data.join("bootstrap-kubeconfig.yaml").display()
             ),
-            format!(
-                "--tls-private-key-file={}",
-                agent_dir.join("serving.key").display()
-            ),
-            format!("--client-ca-file={}", agent_dir.join("ca.crt").display()),
         ];
         let kc = kube::config::Kubeconfig::read_from(&cp.kubeconfig).unwrap();
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -229,6 +206,34 @@ impl TestNode {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The real kubectl against this cluster (admin), with a private cache directory.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        self.kubectl_cmd(args).output().unwrap()
+    }
+
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.cp.as_ref().unwrap().kubeconfig)
+            .env("HOME", self.dir.path())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kubectl-cache"))
+            .args(args);
+        cmd
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            tail(&self.agent_log(), 30)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn agent_log(&self) -> String {

@@ -21,9 +21,14 @@ pub struct AgentArgs {
     /// (`runtime/`), pod volumes and logs, and `images/` (tarballs imported at start).
     #[arg(long, default_value = "/var/lib/berth/agent")]
     pub data_dir: PathBuf,
-    /// Credentials for the API server; default `DATA_DIR/kubeconfig.yaml`.
+    /// Credentials for the API server; default `DATA_DIR/kubeconfig.yaml`. Made by the TLS
+    /// bootstrap when missing.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// A kubeconfig with a bootstrap token (`berth server` writes one to
+    /// `DATA_DIR/bootstrap-kubeconfig.yaml`): used once, to get the node's own certificate.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
     /// This node's name; default the host name.
     #[arg(long = "hostname-override")]
     pub node_name: Option<String>,
@@ -146,43 +151,41 @@ pub fn default_shim() -> Vec<OsString> {
 /// Set up and run the agent until it fails.
 pub async fn run(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<()> {
     let agent = start(args.clone(), shim).await?;
-    let server = match (
-        &args.tls_cert_file,
-        &args.tls_private_key_file,
-        &args.client_ca_file,
-    ) {
-        (Some(c), Some(k), Some(ca)) => {
-            let read = |p: &PathBuf| {
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-            };
-            let tls = crate::server::TlsFiles {
-                cert_pem: read(c)?,
-                key_pem: read(k)?,
-                client_ca_pem: read(ca)?,
-            };
-            let addr = format!("0.0.0.0:{}", args.port);
-            let listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
-            Some(tokio::spawn(crate::server::serve(
-                agent.clone(),
-                listener,
-                tls,
-            )))
-        }
-        (None, None, None) => {
-            tracing::warn!("no --tls-cert-file/--tls-private-key-file/--client-ca-file: logs, exec and stats are not served");
-            None
-        }
-        _ => anyhow::bail!(
-            "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
-        ),
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
+    let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        (None, None) => {
+            let sans = vec![agent.facts.ip.clone(), agent.facts.name.clone()];
+            let pki = args.data_dir.join("pki");
+            crate::join::serving_cert(&agent.client, &pki, &agent.facts.name, &sans).await?
+        }
+        _ => anyhow::bail!("--tls-cert-file and --tls-private-key-file go together"),
+    };
+    let client_ca_pem = match &args.client_ca_file {
+        Some(p) => read(p)?,
+        None => crate::join::cluster_of(&kubeconfig_path(&args))?.ca_pem,
+    };
+    let tls = crate::server::TlsFiles {
+        cert_pem: read(&cert)?,
+        key_pem: read(&key)?,
+        client_ca_pem,
+    };
+    let addr = format!("0.0.0.0:{}", args.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let server = tokio::spawn(crate::server::serve(agent.clone(), listener, tls));
     let r = agent.run().await;
-    if let Some(s) = server {
-        s.abort();
-    }
+    server.abort();
     r
+}
+
+fn kubeconfig_path(args: &AgentArgs) -> PathBuf {
+    args.kubeconfig
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"))
 }
 
 /// Import every image tarball (OCI layout or `docker save`) in `dir` into the node's store,
@@ -219,11 +222,7 @@ pub fn import_images(
 pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<Agent>> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let kubeconfig = args
-        .kubeconfig
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
-    let (client, server) = client_from(&kubeconfig).await?;
+    let kubeconfig = kubeconfig_path(&args);
     let name = match &args.node_name {
         Some(n) => n.clone(),
         None => nix::unistd::gethostname()
@@ -231,6 +230,14 @@ pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<A
             .to_string_lossy()
             .to_lowercase(),
     };
+    crate::join::ensure_kubeconfig(
+        &kubeconfig,
+        args.bootstrap_kubeconfig.as_deref(),
+        &args.data_dir.join("pki"),
+        &name,
+    )
+    .await?;
+    let (client, server) = client_from(&kubeconfig).await?;
     let ip = match &args.node_ip {
         Some(ip) => ip.clone(),
         None => route_source(&server).unwrap_or_else(|| "127.0.0.1".into()),

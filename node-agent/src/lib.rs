@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cni;
 pub mod events;
 pub mod exec;
+pub mod join;
 pub mod node;
 pub mod pod;
 pub mod probe;
