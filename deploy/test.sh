@@ -61,3 +61,6 @@ deploy/bench-runtime.sh --quick --debug
 
 step "api_bench smoke run (debug build, few ops: proves it runs, not how fast)"
 cargo bench -q --profile dev -p berth-apiserver --bench api_bench -- --ops 100 --watchers 4
+
+step "pod start benchmark smoke run (debug build, few pods: proves it runs, not how fast)"
+cargo bench -q --profile dev -p berth --bench pod_start -- --pods 5 --burst 5 --anchor 3

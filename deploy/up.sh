@@ -1,50 +1,76 @@
 #!/usr/bin/env bash
-# Berth's main job: a single-node control plane on this machine (`berth server`: the embedded
-# Raft store and the Kubernetes API over HTTPS on 127.0.0.1:6443), with an example workload
-# applied through the real kubectl. Runs until Ctrl-C; everything stays in .berth/server and
-# is there again on the next start.
+# Berth's main job: a one-node cluster on this machine (`berth up`: the embedded Raft store,
+# the Kubernetes API over HTTPS on 127.0.0.1:6443, and the node agent running pods on the
+# bundled runtime, wired by the reference CNI bridge plugin), with an example workload applied
+# through the real kubectl: a pod that runs, answers on its pod IP and shows its logs.
+# `deploy/up.sh --debug` uses a debug build (quicker to build). Runs until Ctrl-C; everything stays in .berth/ and is taken over by the next
+# start (pods keep running in between).
 #
-# Until the node agent and controllers land (issues 5 and 6) the workload is stored and
-# served (kubectl get/describe/scale/delete work) but no container runs.
+# The Deployment in deploy/examples/web.yaml is stored and served, but its pods wait for the
+# controllers and scheduler (issue 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "building berth and kctl (release)"
-cargo build --release -p berth -p kctl
+need=()
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 
-data=.berth/server
-mkdir -p "$data"
-target="${CARGO_TARGET_DIR:-target}"
-step "starting berth server (data in $data, API on https://127.0.0.1:6443)"
-"$target"/release/berth server --data-dir "$data" --listen 127.0.0.1:6443 \
-  --store-client-url http://127.0.0.1:2379 --store-peer-url http://127.0.0.1:2380 &
+profile=release
+[ "${1:-}" = --debug ] && profile=debug
+step "building berth and kctl ($profile)"
+if [ $profile = release ]; then cargo build --release -p berth -p kctl; else cargo build -p berth -p kctl; fi
+bin="${CARGO_TARGET_DIR:-target}/$profile"
+
+data="$PWD/.berth"
+step "building the example images into $data/agent/images (imported by the agent at start)"
+deploy/images/build.sh --out "$data/agent/images" >/dev/null
+
+step "starting berth up (data in $data, API on https://127.0.0.1:6443)"
+"$bin"/berth up --data-dir "$data" --listen 127.0.0.1:6443 >/dev/null 2>"$data/berth.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT INT TERM
 
-export KUBECONFIG="$PWD/$data/kubeconfig.yaml"
-for _ in $(seq 1 100); do
-  [ -s "$KUBECONFIG" ] && kubectl get --raw /readyz >/dev/null 2>&1 && break
+export KUBECONFIG="$data/kubeconfig.yaml"
+node=$(hostname | tr 'A-Z' 'a-z')
+for _ in $(seq 1 300); do
+  [ -s "$KUBECONFIG" ] && kubectl get node "$node" >/dev/null 2>&1 && break
+  kill -0 $pid 2>/dev/null || { tail -20 "$data/berth.log" >&2; exit 1; }
   sleep 0.2
 done
+kubectl wait --for=condition=Ready "node/$node" --timeout=60s
 
-step "kubectl get namespaces"
-kubectl get namespaces
+step "kubectl get nodes -o wide"
+kubectl get nodes -o wide
 
-step "applying the example workload (deploy/examples/web.yaml)"
+step "applying the example pod (deploy/examples/hello-pod.yaml) and the web Deployment"
+sed "s/NODE/$node/" deploy/examples/hello-pod.yaml | kubectl apply -f -
 kubectl apply -f deploy/examples/web.yaml
+kubectl wait --for=condition=Ready pod/hello --timeout=60s
 
-step "kubectl get deployments,services,configmaps -o wide"
-kubectl get deployments,services,configmaps -o wide
+step "kubectl get pods -o wide"
+kubectl get pods -o wide
+ip=$(kubectl get pod hello -o jsonpath='{.status.podIP}')
 
-step "the same through kctl: kctl get deploy,svc"
-"$target"/release/kctl get deploy,svc
+step "the pod answers on its IP ($ip)"
+curl -s "http://$ip:8080/"
+
+step "kubectl logs hello"
+
+kubectl logs hello
+
+step "the same through kctl: kctl get pods,deploy,svc"
+"$bin"/kctl get pods,deploy,svc
 
 cat >&2 <<MSG
 
-Berth is running. In another shell:
+Berth is running (log: $data/berth.log). In another shell:
   export KUBECONFIG=$KUBECONFIG
-  kubectl get all
-Ctrl-C stops it; the data stays in $data.
+  kubectl get pods -o wide; kubectl logs -f hello; kubectl top pod
+Ctrl-C stops Berth; its pods keep running and the next start takes them over.
 MSG
 wait $pid

@@ -25,6 +25,9 @@ enum Command {
     Server(berth_apiserver::ServerArgs),
     /// Run the node agent (Berth's kubelet) on this machine.
     Agent(berth_node_agent::cli::AgentArgs),
+    /// A one-node cluster on this machine in one command: `berth server` and `berth agent`,
+    /// with DATA_DIR/kubeconfig.yaml for kubectl.
+    Up(UpArgs),
     /// The bundled OCI runtime, with runc's verbs and flags (`berth runtime --help`).
     Runtime {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -69,6 +72,7 @@ async fn async_main() -> std::process::ExitCode {
         Command::Store(args) => berth_store::config::run(args).await,
         Command::Server(args) => server(args).await,
         Command::Agent(args) => agent(args).await,
+        Command::Up(args) => up(args).await,
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
     };
     match result {
@@ -78,6 +82,93 @@ async fn async_main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Flags of `berth up`.
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Everything lives here: `server/` (store, PKI), `agent/` (runtime, pods, logs;
+    /// `agent/images/` tarballs are imported at start), `cni/`, and `kubeconfig.yaml`.
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: std::path::PathBuf,
+    /// Address of the HTTPS API.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: std::net::SocketAddr,
+    /// Port of the agent's endpoint.
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// The pod network when no CNI configuration exists in --cni-conf-dir: a bridge with
+    /// addresses from this range.
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pod_cidr: String,
+    /// CNI configurations; when it holds none, Berth writes a bridge network to DATA_DIR/cni.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: std::path::PathBuf,
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::Parser;
+    let server_dir = args.data_dir.join("server");
+    let server_args = berth_apiserver::ServerArgs::try_parse_from([
+        "server".to_string(),
+        format!("--data-dir={}", server_dir.display()),
+        format!("--listen={}", args.listen),
+    ])
+    .context("server flags")?;
+    let cp = berth_apiserver::ControlPlane::start(server_args).await?;
+    let kubeconfig = args.data_dir.join("kubeconfig.yaml");
+    std::fs::copy(&cp.kubeconfig, &kubeconfig)
+        .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let has_conf = std::fs::read_dir(&args.cni_conf_dir)
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "conflist" || x == "conf")
+            })
+        })
+        .unwrap_or(false);
+    let cni_dir = if has_conf {
+        args.cni_conf_dir.clone()
+    } else {
+        let dir = args.data_dir.join("cni");
+        std::fs::create_dir_all(&dir)?;
+        let conf = berth_node_agent::cni::bridge_conflist(
+            "berth",
+            "berth0",
+            &args.pod_cidr,
+            &args.data_dir.join("cni/ipam"),
+        );
+        std::fs::write(dir.join("10-berth.conflist"), conf.to_string())?;
+        dir
+    };
+    let agent_args = berth_node_agent::cli::AgentArgs::try_parse_from([
+        "agent".to_string(),
+        format!("--data-dir={}", args.data_dir.join("agent").display()),
+        format!(
+            "--bootstrap-kubeconfig={}",
+            server_dir.join("bootstrap-kubeconfig.yaml").display()
+        ),
+        format!("--port={}", args.agent_port),
+        format!("--cni-conf-dir={}", cni_dir.display()),
+        "--node-ip=127.0.0.1".into(),
+    ])
+    .context("agent flags")?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", kubeconfig.display());
+    }
+    let shim = berth_node_agent::cli::default_shim();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let r = tokio::select! {
+        r = berth_node_agent::cli::run(agent_args, shim) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    };
+    tracing::info!("shutting down (pods keep running; the next `berth up` takes them over)");
+    cp.shutdown().await;
+    r
 }
 
 async fn agent(args: berth_node_agent::cli::AgentArgs) -> anyhow::Result<()> {

@@ -1,7 +1,9 @@
 //! The runtime behind the streaming endpoint: exec runs `runtime exec` in the container
 //! (with a terminal handed over through a console socket when asked for one); port-forward
 //! connects to the port from inside the pod's network namespace, so ports bound to the
-//! pod's loopback work too, as with kubelet.
+//! pod's loopback work too, as with kubelet. Attach follows the container's own output
+//! (from its log, stream by stream) until it ends; its stdin is not kept open by the
+//! runtime, so attaching with stdin is refused.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -16,7 +18,7 @@ use crate::stream::{
     ExecBackend, ExecOptions, PodStream, PortForwardDialer, Process, ResizeSink, TerminalSize,
 };
 
-/// Exec into one container.
+/// Exec into (or attach to) one container.
 pub struct ContainerExec {
     pub rt: Arc<Runtime>,
     pub container_id: String,
@@ -132,6 +134,54 @@ impl ExecBackend for ContainerExec {
             exit: Box::pin(async move { exit_of(child.wait().await) }),
         })
     }
+
+    async fn attach(&self, opts: &ExecOptions) -> io::Result<Process> {
+        if opts.stdin || opts.tty {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "attaching with stdin or a terminal is not supported: Berth containers do not keep stdin open (attach without -i/-t to follow the output)",
+            ));
+        }
+        let rt = self.rt.clone();
+        let id = self.container_id.clone();
+        let status = tokio::task::spawn_blocking(move || rt.container_status(&id))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
+        let log = status
+            .log_path
+            .ok_or_else(|| io::Error::other("the container has no log to attach to"))?;
+        let (out_w, out_r) = tokio::io::duplex(64 * 1024);
+        let (err_w, err_r) = tokio::io::duplex(64 * 1024);
+        let rt = self.rt.clone();
+        let id = self.container_id.clone();
+        let want = (opts.stdout, opts.stderr);
+        let follow = tokio::spawn(follow_output(
+            rt.clone(),
+            id.clone(),
+            log,
+            out_w,
+            err_w,
+            want,
+        ));
+        let exit = Box::pin(async move {
+            let _ = follow.await;
+            let code = tokio::task::spawn_blocking(move || rt.container_status(&id))
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?
+                .exit_code
+                .unwrap_or(0);
+            Ok(code)
+        });
+        Ok(Process {
+            stdin: None,
+            stdout: opts.stdout.then(|| Box::new(out_r) as _),
+            stderr: opts.stderr.then(|| Box::new(err_r) as _),
+            resize: None,
+            exit,
+        })
+    }
 }
 
 /// Connects to ports inside one pod's network namespace.
@@ -164,5 +214,68 @@ impl PortForwardDialer for PodDialer {
             .await
             .map_err(|_| io::Error::other("dialer thread died"))??;
         Ok(Box::new(tokio::net::TcpStream::from_std(s)?))
+    }
+}
+
+/// Copy what the container writes from now on (its CRI log, by stream) until it has ended
+/// and the log is drained, or the reader went away.
+async fn follow_output(
+    rt: Arc<Runtime>,
+    id: String,
+    log: std::path::PathBuf,
+    mut out: tokio::io::DuplexStream,
+    mut err: tokio::io::DuplexStream,
+    want: (bool, bool),
+) {
+    use berth_runtime::logs::{parse_line, Stream};
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+    let mut offset = tokio::fs::metadata(&log)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut partial = Vec::new();
+    loop {
+        let mut chunk = Vec::new();
+        if let Ok(mut f) = tokio::fs::File::open(&log).await {
+            if f.metadata().await.map(|m| m.len()).unwrap_or(0) < offset {
+                offset = 0;
+            }
+            if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                let _ = f.read_to_end(&mut chunk).await;
+            }
+        }
+        offset += chunk.len() as u64;
+        partial.extend_from_slice(&chunk);
+        while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=i).collect();
+            let Ok(l) = parse_line(&line) else { continue };
+            let mut bytes = l.content;
+            if !l.partial {
+                bytes.push(b'\n');
+            }
+            let r = match l.stream {
+                Stream::Stdout if want.0 => out.write_all(&bytes).await,
+                Stream::Stderr if want.1 => err.write_all(&bytes).await,
+                _ => Ok(()),
+            };
+            if r.is_err() {
+                return;
+            }
+        }
+        if chunk.is_empty() {
+            let rt = rt.clone();
+            let cid = id.clone();
+            let running = tokio::task::spawn_blocking(move || {
+                rt.container_status(&cid)
+                    .map(|s| s.state == berth_runtime::pod::ContainerState::Running)
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -241,7 +241,7 @@ fn running_container(
         )
     })?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let sandbox_id = sandbox_prefix(agent, &uid).ok_or_else(|| {
+    let sandbox_id = newest_sandbox(agent, &uid).ok_or_else(|| {
         (
             StatusCode::BAD_REQUEST,
             format!("pod \"{name}\" has no sandbox on this node"),
@@ -443,7 +443,7 @@ async fn container_logs(
     let _ = tx.send(Ok(head)).await;
     let running_id = format!(
         "{}-{container}-{attempt}",
-        sandbox_prefix(&agent, &uid).unwrap_or_default()
+        newest_sandbox(&agent, &uid).unwrap_or_default()
     );
     tokio::spawn(follow_file(
         agent,
@@ -463,10 +463,10 @@ async fn container_logs(
 }
 
 /// The newest sandbox id of pod `uid`, for container ids.
-fn sandbox_prefix(agent: &Agent, uid: &str) -> Option<String> {
+fn newest_sandbox(agent: &Agent, uid: &str) -> Option<String> {
     let mut mine: Vec<_> = agent
         .rt
-        .list_sandboxes()
+        .list_sandboxes_with_prefix(&crate::pod::sandbox_prefix(uid))
         .ok()?
         .into_iter()
         .filter(|s| {

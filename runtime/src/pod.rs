@@ -638,8 +638,17 @@ impl Runtime {
     }
 
     pub fn list_sandboxes(&self) -> Result<Vec<Sandbox>> {
+        self.list_sandboxes_with_prefix("")
+    }
+
+    /// The sandboxes whose ids start with `prefix`; only their records are read, so a caller
+    /// that names its sandboxes after their pod finds them without reading every pod's.
+    pub fn list_sandboxes_with_prefix(&self, prefix: &str) -> Result<Vec<Sandbox>> {
         let mut out = Vec::new();
         for id in list_dirs(&self.cfg.root.join("pods"))? {
+            if !id.starts_with(prefix) {
+                continue;
+            }
             if let Ok(s) = self.sandbox(&id) {
                 out.push(s);
             }
@@ -1072,8 +1081,13 @@ impl Runtime {
     /// Member containers (not pause), of one sandbox or all.
     pub fn list_containers(&self, sandbox_id: Option<&str>) -> Result<Vec<ContainerStatus>> {
         let mut out = Vec::new();
+        // Member ids are `<sandbox>-<name>-<attempt>`: skip other sandboxes' without
+        // reading their records.
+        let prefix = sandbox_id.map(|sb| format!("{sb}-"));
         for id in list_dirs(&self.cfg.root.join("containers"))? {
-            if id.ends_with("-pause") {
+            if id.ends_with("-pause")
+                || prefix.as_ref().is_some_and(|p| !id.starts_with(p.as_str()))
+            {
                 continue;
             }
             if let Ok(s) = self.container_status(&id) {

@@ -12,6 +12,8 @@ pub mod translate;
 mod volumes;
 mod worker;
 
+pub use worker::sandbox_prefix;
+
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -189,7 +189,7 @@ impl Worker {
         let uid = self.key.uid.clone();
         let (mut sandboxes, containers) = blocking(&self.agent.rt, move |rt| {
             let mut mine: Vec<_> = rt
-                .list_sandboxes()?
+                .list_sandboxes_with_prefix(&sandbox_prefix(&uid))?
                 .into_iter()
                 .filter(|s| s.config.labels.get(POD_UID_LABEL) == Some(&uid))
                 .collect();
@@ -520,10 +520,11 @@ impl Worker {
     }
 
     async fn create_sandbox(&mut self, pod: &Pod, attempt: u32) -> anyhow::Result<()> {
-        let id = format!("{}-s{attempt}", self.key.uid);
+        let id = format!("{}{attempt}", sandbox_prefix(&self.key.uid));
         let mut cfg = translate::sandbox_config(pod, &id, &self.agent.cfg.dns);
         cfg.labels.insert(ATTEMPT_LABEL.into(), attempt.to_string());
         std::fs::create_dir_all(self.sandbox_dir())?;
+        let t0 = std::time::Instant::now();
         let sandbox = match blocking(&self.agent.rt, move |rt| rt.run_sandbox(&cfg)).await {
             Ok(s) => s,
             Err(e) => {
@@ -555,8 +556,15 @@ impl Worker {
             let _ = blocking(&self.agent.rt, move |rt| rt.remove_sandbox(&sid)).await;
             anyhow::bail!("no CNI configuration");
         };
+        let t1 = std::time::Instant::now();
         match cni.add(&id, &netns).await {
             Ok(att) => {
+                tracing::debug!(
+                    pod = %self.key,
+                    sandbox_ms = (t1 - t0).as_millis() as u64,
+                    network_ms = t1.elapsed().as_millis() as u64,
+                    "sandbox ready"
+                );
                 let rec = NetRecord {
                     ips: att.ips.clone(),
                     result: att.result.clone(),
@@ -663,12 +671,13 @@ impl Worker {
         let grace = pod.map_or(Duration::from_secs(2), |p| self.grace(p));
         let uid = self.key.uid.clone();
         let sandboxes = blocking(&self.agent.rt, move |rt| {
-            rt.list_sandboxes().map(|l| {
-                l.into_iter()
-                    .filter(|s| s.config.labels.get(POD_UID_LABEL) == Some(&uid))
-                    .map(|s| s.id)
-                    .collect::<Vec<_>>()
-            })
+            rt.list_sandboxes_with_prefix(&sandbox_prefix(&uid))
+                .map(|l| {
+                    l.into_iter()
+                        .filter(|s| s.config.labels.get(POD_UID_LABEL) == Some(&uid))
+                        .map(|s| s.id)
+                        .collect::<Vec<_>>()
+                })
         })
         .await
         .unwrap_or_default();
@@ -807,6 +816,7 @@ impl Worker {
             let _ = std::fs::create_dir_all(parent);
         }
         let sid = sandbox.id.clone();
+        let t0 = std::time::Instant::now();
         let created = blocking(&self.agent.rt, move |rt| {
             let id = rt.create_container(&sid, &cfg)?;
             Ok::<_, berth_runtime::pod::Error>(id)
@@ -827,6 +837,7 @@ impl Worker {
             format!("Created container {name}"),
         );
         let cid = id.clone();
+        let t1 = std::time::Instant::now();
         if let Err(e) = blocking(&self.agent.rt, move |rt| rt.start_container(&cid)).await {
             self.fail(pod, name, "RunContainerError", e.to_string());
             return;
@@ -847,7 +858,15 @@ impl Worker {
             "Started",
             format!("Started container {name}"),
         );
-        tracing::info!(pod = %self.key, container = %name, %id, attempt, "container started");
+        tracing::info!(
+            pod = %self.key,
+            container = %name,
+            %id,
+            attempt,
+            create_ms = (t1 - t0).as_millis() as u64,
+            start_ms = t1.elapsed().as_millis() as u64,
+            "container started"
+        );
     }
 
     async fn sources(&self, pod: &Pod) -> Result<Sources, String> {
@@ -876,6 +895,11 @@ impl Worker {
         }
         Ok(out)
     }
+}
+
+/// Sandboxes of pod `uid` are named `<uid>-s<attempt>`.
+pub fn sandbox_prefix(uid: &str) -> String {
+    format!("{uid}-s")
 }
 
 fn attempt_of(s: &berth_runtime::pod::Sandbox) -> u32 {
