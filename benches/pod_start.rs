@@ -106,6 +106,7 @@ fn anchor(n: usize) -> Vec<f64> {
     let shim = vec![env!("CARGO_BIN_EXE_berth").into(), "runtime".into()];
     let mut cfg = RuntimeConfig::new(dir.path().join("rt"), shim);
     cfg.cgroup_parent = format!("berth-bench-{}", std::process::id());
+    let cfg_parent = cfg.cgroup_parent.clone();
     let rt = Runtime::open(cfg).unwrap();
     rt.images()
         .import(&support::images().join("busybox.tar"))
@@ -143,6 +144,7 @@ fn anchor(n: usize) -> Vec<f64> {
         let _ = rt.remove_sandbox(&id);
     }
     let _ = rt.recover();
+    support::remove_cgroup_parent(&cfg_parent);
     out
 }
 

@@ -338,10 +338,12 @@ impl TestNode {
     fn cleanup(&mut self) {
         self.kill_agent();
         // Kept for a look after a failure.
-        let _ = std::fs::copy(
-            self.dir.path().join("agent.log"),
-            std::env::temp_dir().join(format!("berth-e2e-{}.log", self.node)),
-        );
+        if std::thread::panicking() {
+            let _ = std::fs::copy(
+                self.dir.path().join("agent.log"),
+                std::env::temp_dir().join(format!("berth-e2e-{}.log", self.node)),
+            );
+        }
         // Whatever the agent left running goes, through the runtime itself.
         let shim = vec![env!("CARGO_BIN_EXE_berth").into(), "runtime".into()];
         let mut cfg = berth_runtime::pod::RuntimeConfig::new(self.runtime_root(), shim);
@@ -353,15 +355,7 @@ impl TestNode {
             }
             let _ = rt.recover();
         }
-        for hierarchy in [
-            "memory", "cpu", "cpuacct", "pids", "devices", "freezer", "cpuset", "blkio", "systemd",
-            "unified", "",
-        ] {
-            let p = Path::new("/sys/fs/cgroup")
-                .join(hierarchy)
-                .join(&self.cgroup_parent);
-            let _ = std::fs::remove_dir(&p);
-        }
+        remove_cgroup_parent(&self.cgroup_parent);
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
@@ -371,6 +365,16 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+/// Remove a (by now empty) cgroup parent from every hierarchy.
+pub fn remove_cgroup_parent(name: &str) {
+    for hierarchy in [
+        "memory", "cpu", "cpuacct", "pids", "devices", "freezer", "cpuset", "blkio", "systemd",
+        "unified", "",
+    ] {
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(hierarchy).join(name));
     }
 }
 
