@@ -227,55 +227,25 @@ async fn follow_output(
     mut err: tokio::io::DuplexStream,
     want: (bool, bool),
 ) {
-    use berth_runtime::logs::{parse_line, Stream};
-    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-    let mut offset = tokio::fs::metadata(&log)
+    use berth_runtime::logs::Stream;
+    use tokio::io::AsyncWriteExt;
+    let offset = tokio::fs::metadata(&log)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    let mut partial = Vec::new();
-    loop {
-        let mut chunk = Vec::new();
-        if let Ok(mut f) = tokio::fs::File::open(&log).await {
-            if f.metadata().await.map(|m| m.len()).unwrap_or(0) < offset {
-                offset = 0;
-            }
-            if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                let _ = f.read_to_end(&mut chunk).await;
-            }
+    let mut lines = crate::server::follow_log(rt, id, log, offset);
+    while let Some(l) = lines.recv().await {
+        let mut bytes = l.content;
+        if !l.partial {
+            bytes.push(b'\n');
         }
-        offset += chunk.len() as u64;
-        partial.extend_from_slice(&chunk);
-        while let Some(i) = partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=i).collect();
-            let Ok(l) = parse_line(&line) else { continue };
-            let mut bytes = l.content;
-            if !l.partial {
-                bytes.push(b'\n');
-            }
-            let r = match l.stream {
-                Stream::Stdout if want.0 => out.write_all(&bytes).await,
-                Stream::Stderr if want.1 => err.write_all(&bytes).await,
-                _ => Ok(()),
-            };
-            if r.is_err() {
-                return;
-            }
-        }
-        if chunk.is_empty() {
-            let rt = rt.clone();
-            let cid = id.clone();
-            let running = tokio::task::spawn_blocking(move || {
-                rt.container_status(&cid)
-                    .map(|s| s.state == berth_runtime::pod::ContainerState::Running)
-                    .unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
-            if !running {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = match l.stream {
+            Stream::Stdout if want.0 => out.write_all(&bytes).await,
+            Stream::Stderr if want.1 => err.write_all(&bytes).await,
+            _ => Ok(()),
+        };
+        if r.is_err() {
+            return;
         }
     }
 }

@@ -445,15 +445,20 @@ async fn container_logs(
         "{}-{container}-{attempt}",
         newest_sandbox(&agent, &uid).unwrap_or_default()
     );
-    tokio::spawn(follow_file(
-        agent,
-        path,
-        size_before,
-        last_time,
-        timestamps,
-        running_id,
-        tx,
-    ));
+    let mut lines = follow_log(agent.rt.clone(), running_id, path, size_before);
+    tokio::spawn(async move {
+        while let Some(l) = lines.recv().await {
+            // Lines written while the history was read come twice: skip them.
+            if last_time.is_some_and(|t| l.time <= t) {
+                continue;
+            }
+            let mut out = Vec::new();
+            render(&mut out, timestamps, l.time, &l.content, !l.partial);
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+    });
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Response::builder()
@@ -469,21 +474,8 @@ fn newest_sandbox(agent: &Agent, uid: &str) -> Option<String> {
         .list_sandboxes_with_prefix(&crate::pod::sandbox_prefix(uid))
         .ok()?
         .into_iter()
-        .filter(|s| {
-            s.config
-                .labels
-                .get(crate::pod::POD_UID_LABEL)
-                .map(String::as_str)
-                == Some(uid)
-        })
         .collect();
-    mine.sort_by_key(|s| {
-        s.config
-            .labels
-            .get("berth.io/sandbox-attempt")
-            .and_then(|a| a.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
+    mine.sort_by_key(crate::pod::sandbox_attempt);
     mine.pop().map(|s| s.id)
 }
 
@@ -504,65 +496,62 @@ fn render(
     }
 }
 
-/// Stream what is appended to `path` after `offset`, until the container has ended and the
-/// file is drained, or the client goes away.
-async fn follow_file(
-    agent: Arc<Agent>,
+/// The log lines appended to `path` after byte `offset`, as they are written, until
+/// container `container_id` has ended and the file is drained, or the receiver is dropped.
+/// Used by `logs -f` and by attach.
+pub(crate) fn follow_log(
+    rt: Arc<berth_runtime::pod::Runtime>,
+    container_id: String,
     path: PathBuf,
     mut offset: u64,
-    after: Option<logs::Timestamp>,
-    timestamps: bool,
-    container_id: String,
-    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-) {
-    let mut partial = Vec::new();
-    loop {
-        let mut chunk = Vec::new();
-        if let Ok(mut f) = tokio::fs::File::open(&path).await {
-            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-            if len < offset {
-                // Rotated: the shim started a new file.
-                offset = 0;
-            }
-            if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                let _ = f.read_to_end(&mut chunk).await;
-            }
-        }
-        offset += chunk.len() as u64;
-        partial.extend_from_slice(&chunk);
-        let mut out = Vec::new();
-        while let Some(i) = partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=i).collect();
-            if let Ok(l) = logs::parse_line(&line) {
-                if after.is_some_and(|t| l.time <= t) {
-                    continue;
+) -> tokio::sync::mpsc::Receiver<logs::LogLine> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut partial = Vec::new();
+        loop {
+            let mut chunk = Vec::new();
+            if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+                if len < offset {
+                    // Rotated: the shim started a new file.
+                    offset = 0;
                 }
-                render(&mut out, timestamps, l.time, &l.content, !l.partial);
+                if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                    let _ = f.read_to_end(&mut chunk).await;
+                }
             }
-        }
-        if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
-            return;
-        }
-        if tx.is_closed() {
-            return;
-        }
-        if chunk.is_empty() {
-            let rt = agent.rt.clone();
-            let id = container_id.clone();
-            let running = tokio::task::spawn_blocking(move || {
-                rt.container_status(&id)
-                    .map(|s| s.state == ContainerState::Running)
-                    .unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
-            if !running {
-                // One last read happened above after it ended; done.
+            offset += chunk.len() as u64;
+            partial.extend_from_slice(&chunk);
+            while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=i).collect();
+                if let Ok(l) = logs::parse_line(&line) {
+                    if tx.send(l).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if chunk.is_empty() {
+                let rt = rt.clone();
+                let id = container_id.clone();
+                let running = tokio::task::spawn_blocking(move || {
+                    rt.container_status(&id)
+                        .map(|s| s.state == ContainerState::Running)
+                        .unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false);
+                if !running {
+                    // One last read happened above after it ended; done.
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-    }
+    });
+    rx
 }
 
 fn image_json(i: &berth_runtime::image::Image) -> serde_json::Value {

@@ -12,7 +12,7 @@ pub mod translate;
 mod volumes;
 mod worker;
 
-pub use worker::sandbox_prefix;
+pub use worker::{attempt_of as sandbox_attempt, sandbox_prefix};
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -287,6 +287,42 @@ fn items(
     }
 }
 
+/// The files of a ConfigMap's or Secret's `data` (`None` when the object is missing) for a
+/// volume or projection.
+fn object_files(
+    namespace: &str,
+    name: &str,
+    secret: bool,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    keys: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    optional: bool,
+) -> Result<Vec<VolumeFile>> {
+    let Some(data) = data else {
+        return match (optional, secret) {
+            (true, _) => Ok(vec![]),
+            (false, true) => Err(Error::SecretNotFound(name.into())),
+            (false, false) => Err(Error::ConfigMapNotFound(name.into())),
+        };
+    };
+    items(&data, keys, mode, optional, |key| {
+        let (namespace, name, key) = (namespace.to_string(), name.to_string(), key.to_string());
+        if secret {
+            Error::SecretKey {
+                namespace,
+                name,
+                key,
+            }
+        } else {
+            Error::ConfigMapKey {
+                namespace,
+                name,
+                key,
+            }
+        }
+    })
+}
+
 fn cm_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = cm
         .data
@@ -545,40 +581,32 @@ pub fn volume_plans(pod: &Pod, env: &EnvCtx<'_>) -> Result<BTreeMap<String, Volu
                 kind: h.type_.clone().unwrap_or_default(),
             }
         } else if let Some(c) = &v.config_map {
+            let data = env.sources.config_maps.get(&c.name).map(cm_data);
             let mode = c.default_mode.unwrap_or(0o644) as u32;
-            match env.sources.config_maps.get(&c.name) {
-                Some(cm) => VolumePlan::Files(items(
-                    &cm_data(cm),
-                    c.items.as_ref(),
-                    mode,
-                    c.optional == Some(true),
-                    |k| Error::ConfigMapKey {
-                        namespace: ns.clone(),
-                        name: c.name.clone(),
-                        key: k.into(),
-                    },
-                )?),
-                None if c.optional == Some(true) => VolumePlan::Files(vec![]),
-                None => return Err(Error::ConfigMapNotFound(c.name.clone())),
-            }
+            let optional = c.optional == Some(true);
+            VolumePlan::Files(object_files(
+                &ns,
+                &c.name,
+                false,
+                data,
+                c.items.as_ref(),
+                mode,
+                optional,
+            )?)
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
+            let data = env.sources.secrets.get(&name).map(secret_data);
             let mode = s.default_mode.unwrap_or(0o644) as u32;
-            match env.sources.secrets.get(&name) {
-                Some(sec) => VolumePlan::Files(items(
-                    &secret_data(sec),
-                    s.items.as_ref(),
-                    mode,
-                    s.optional == Some(true),
-                    |k| Error::SecretKey {
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        key: k.into(),
-                    },
-                )?),
-                None if s.optional == Some(true) => VolumePlan::Files(vec![]),
-                None => return Err(Error::SecretNotFound(name)),
-            }
+            let optional = s.optional == Some(true);
+            VolumePlan::Files(object_files(
+                &ns,
+                &name,
+                true,
+                data,
+                s.items.as_ref(),
+                mode,
+                optional,
+            )?)
         } else if let Some(d) = &v.downward_api {
             let mode = d.default_mode.unwrap_or(0o644) as u32;
             VolumePlan::Files(downward_files(pod, d.items.iter().flatten(), mode, env)?)
@@ -587,38 +615,30 @@ pub fn volume_plans(pod: &Pod, env: &EnvCtx<'_>) -> Result<BTreeMap<String, Volu
             let mut files = Vec::new();
             for s in p.sources.iter().flatten() {
                 if let Some(c) = &s.config_map {
-                    match env.sources.config_maps.get(&c.name) {
-                        Some(cm) => files.extend(items(
-                            &cm_data(cm),
-                            c.items.as_ref(),
-                            mode,
-                            c.optional == Some(true),
-                            |k| Error::ConfigMapKey {
-                                namespace: ns.clone(),
-                                name: c.name.clone(),
-                                key: k.into(),
-                            },
-                        )?),
-                        None if c.optional == Some(true) => {}
-                        None => return Err(Error::ConfigMapNotFound(c.name.clone())),
-                    }
+                    let data = env.sources.config_maps.get(&c.name).map(cm_data);
+                    let optional = c.optional == Some(true);
+                    files.extend(object_files(
+                        &ns,
+                        &c.name,
+                        false,
+                        data,
+                        c.items.as_ref(),
+                        mode,
+                        optional,
+                    )?);
                 }
                 if let Some(c) = &s.secret {
-                    match env.sources.secrets.get(&c.name) {
-                        Some(sec) => files.extend(items(
-                            &secret_data(sec),
-                            c.items.as_ref(),
-                            mode,
-                            c.optional == Some(true),
-                            |k| Error::SecretKey {
-                                namespace: ns.clone(),
-                                name: c.name.clone(),
-                                key: k.into(),
-                            },
-                        )?),
-                        None if c.optional == Some(true) => {}
-                        None => return Err(Error::SecretNotFound(c.name.clone())),
-                    }
+                    let data = env.sources.secrets.get(&c.name).map(secret_data);
+                    let optional = c.optional == Some(true);
+                    files.extend(object_files(
+                        &ns,
+                        &c.name,
+                        true,
+                        data,
+                        c.items.as_ref(),
+                        mode,
+                        optional,
+                    )?);
                 }
                 if let Some(d) = &s.downward_api {
                     files.extend(downward_files(pod, d.items.iter().flatten(), mode, env)?);

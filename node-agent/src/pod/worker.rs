@@ -902,7 +902,8 @@ pub fn sandbox_prefix(uid: &str) -> String {
     format!("{uid}-s")
 }
 
-fn attempt_of(s: &berth_runtime::pod::Sandbox) -> u32 {
+/// The attempt number of a sandbox of ours.
+pub fn attempt_of(s: &berth_runtime::pod::Sandbox) -> u32 {
     s.config
         .labels
         .get(ATTEMPT_LABEL)

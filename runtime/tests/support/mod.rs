@@ -3,42 +3,14 @@
 //! removes everything it made when dropped.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_runtime::pod::{Runtime, RuntimeConfig};
 
-/// The directory holding `busybox.tar` and `testserver.tar`.
-pub fn images() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-images");
-    std::fs::create_dir_all(&out).unwrap();
-    let lock = std::fs::File::create(out.with_extension("lock")).unwrap();
-    assert_eq!(
-        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-        0
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/build.sh");
-    let stamp = out.join(".built");
-    let fresh = std::fs::metadata(&stamp)
-        .and_then(|m| m.modified())
-        .ok()
-        .zip(std::fs::metadata(&script).and_then(|m| m.modified()).ok())
-        .is_some_and(|(s, b)| s >= b);
-    if !fresh || !out.join("testserver.tar").exists() {
-        let st = Command::new("bash")
-            .arg(&script)
-            .arg("--out")
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "deploy/images/build.sh failed");
-        std::fs::write(&stamp, b"").unwrap();
-    }
-    out
-}
+#[path = "images.rs"]
+mod images;
+pub use images::images;
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
