@@ -1,7 +1,9 @@
-//! The controller-manager: Berth's reconcile loops.
+//! The controller-manager: Berth's reconcile loops, and the pieces every control loop in
+//! Berth shares.
 //!
-//! It will own the shared controller runtime (queueing, back-off, cache sync) and one
-//! level-triggered `reconcile` per kind: ReplicaSet, Deployment, DaemonSet, Job, node
-//! lifecycle, endpoints, garbage collection, namespaces and node IPAM.
-//! Empty until issue "The scheduler and the controller-manager".
+//! - [`leader`]: leader election on a Lease (the scheduler uses it too);
+//! - [`events`]: the core/v1 event recorder (the scheduler and the node agent use it too).
 #![forbid(unsafe_code)]
+
+pub mod events;
+pub mod leader;

@@ -15,7 +15,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod cni;
-pub mod events;
+pub use berth_controller_manager::events;
 pub mod exec;
 pub mod join;
 pub mod node;
@@ -79,7 +79,7 @@ impl Agent {
         cfg: AgentConfig,
         cni: Option<cni::Cni>,
     ) -> Arc<Agent> {
-        let events = Recorder::start(client.clone(), facts.name.clone());
+        let events = Recorder::start(client.clone(), "kubelet", Some(facts.name.clone()));
         Arc::new(Agent {
             backoff: Mutex::new(Backoff::new(cfg.backoff)),
             client,

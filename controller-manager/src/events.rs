@@ -1,7 +1,7 @@
-//! Events about pods (Pulled, Created, Started, Killing, BackOff, Unhealthy...), written
-//! as core/v1 Events in the background so a pod's worker never waits on them. A repeat of
-//! the same event within ten minutes bumps the count of the one already written, as
-//! kubelet's event correlator does.
+//! Events (core/v1), written in the background so the caller never waits on them: the node
+//! agent's Pulled, Started, BackOff..., the scheduler's Scheduled and FailedScheduling, the
+//! controllers' SuccessfulCreate, ScalingReplicaSet... A repeat of the same event within ten
+//! minutes bumps the count of the one already written, as client-go's event correlator does.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,10 +35,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Start the writer; it stops when every recorder is dropped.
-    pub fn start(client: kube::Client, node: String) -> Recorder {
+    /// Start the writer for `component` (`kubelet`, `default-scheduler`...), running on
+    /// `host` when it is a per-node component; it stops when every recorder is dropped.
+    pub fn start(client: kube::Client, component: &str, host: Option<String>) -> Recorder {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_events(client, node, rx));
+        let source = EventSource {
+            component: Some(component.to_string()),
+            host,
+        };
+        tokio::spawn(write_events(client, source, rx));
         Recorder { tx }
     }
 
@@ -52,6 +57,16 @@ impl Recorder {
             }
         });
         (Recorder { tx }, out_rx)
+    }
+
+    /// An event about any object.
+    pub fn object(&self, object: ObjectReference, kind: Kind, reason: &str, message: String) {
+        let _ = self.tx.send(Pending {
+            object,
+            kind,
+            reason: reason.into(),
+            message,
+        });
     }
 
     /// An event about `pod`, or one of its containers when `container` is given.
@@ -84,12 +99,7 @@ impl Recorder {
             resource_version: pod.metadata.resource_version.clone(),
             field_path,
         };
-        let _ = self.tx.send(Pending {
-            object,
-            kind,
-            reason: reason.into(),
-            message,
-        });
+        self.object(object, kind, reason, message);
     }
 }
 
@@ -98,7 +108,7 @@ type EventKey = (String, String, String, String, String);
 
 async fn write_events(
     client: kube::Client,
-    node: String,
+    source: EventSource,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     // (namespace, object uid, field path, reason, message) -> (event name, count, when)
@@ -155,16 +165,13 @@ async fn write_events(
                 Kind::Normal => "Normal".into(),
                 Kind::Warning => "Warning".into(),
             }),
-            source: Some(EventSource {
-                component: Some("kubelet".into()),
-                host: Some(node.clone()),
-            }),
+            source: Some(source.clone()),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: None::<MicroTime>,
             count: Some(1),
-            reporting_component: Some("kubelet".into()),
-            reporting_instance: Some(node.clone()),
+            reporting_component: source.component.clone(),
+            reporting_instance: source.host.clone().or_else(|| source.component.clone()),
             ..Default::default()
         };
         match api.create(&PostParams::default(), &event).await {
