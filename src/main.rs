@@ -22,7 +22,9 @@ enum Command {
     Store(berth_store::config::StoreArgs),
     /// Run a control-plane member: a store member and the Kubernetes API over HTTPS. Writes
     /// an admin kubeconfig to DATA_DIR/kubeconfig.yaml.
-    Server(berth_apiserver::ServerArgs),
+    Server(ServerCmd),
+    /// The reconcile loops (ReplicaSet, Deployment, garbage collector...) on their own.
+    ControllerManager(berth_controller_manager::cli::Args),
     /// Run the node agent (Berth's kubelet) on this machine.
     Agent(berth_node_agent::cli::AgentArgs),
     /// A one-node cluster on this machine in one command: `berth server` and `berth agent`,
@@ -71,6 +73,7 @@ async fn async_main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Store(args) => berth_store::config::run(args).await,
         Command::Server(args) => server(args).await,
+        Command::ControllerManager(args) => berth_controller_manager::cli::run(args).await,
         Command::Agent(args) => agent(args).await,
         Command::Up(args) => up(args).await,
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
@@ -117,6 +120,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     ])
     .context("server flags")?;
     let cp = berth_apiserver::ControlPlane::start(server_args).await?;
+    spawn_controllers(&cp.kubeconfig, true);
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
     std::fs::copy(&cp.kubeconfig, &kubeconfig)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
@@ -182,12 +186,35 @@ async fn agent(args: berth_node_agent::cli::AgentArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn server(args: berth_apiserver::ServerArgs) -> anyhow::Result<()> {
-    let cp = berth_apiserver::ControlPlane::start(args).await?;
+#[derive(clap::Args)]
+struct ServerCmd {
+    #[command(flatten)]
+    server: berth_apiserver::ServerArgs,
+    /// Do not run the controller-manager in this process (run `berth controller-manager`).
+    #[arg(long)]
+    disable_controller_manager: bool,
+}
+
+/// The control loops that run beside an API server in `berth server` and `berth up`, each
+/// under leader election, so every control-plane member runs them and one acts.
+fn spawn_controllers(kubeconfig: &std::path::Path, controller_manager: bool) {
+    if controller_manager {
+        let args = berth_controller_manager::cli::Args::new(kubeconfig.to_path_buf());
+        tokio::spawn(async move {
+            if let Err(e) = berth_controller_manager::cli::run(args).await {
+                tracing::error!("controller-manager: {e:#}");
+            }
+        });
+    }
+}
+
+async fn server(args: ServerCmd) -> anyhow::Result<()> {
+    let cp = berth_apiserver::ControlPlane::start(args.server).await?;
     #[allow(clippy::print_stdout)]
     {
         println!("{}", cp.kubeconfig.display());
     }
+    spawn_controllers(&cp.kubeconfig, !args.disable_controller_manager);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

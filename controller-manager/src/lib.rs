@@ -1,9 +1,162 @@
 //! The controller-manager: Berth's reconcile loops, and the pieces every control loop in
 //! Berth shares.
 //!
-//! - [`leader`]: leader election on a Lease (the scheduler uses it too);
-//! - [`events`]: the core/v1 event recorder (the scheduler and the node agent use it too).
+//! Start reading at [`run`]: it opens one watch per kind ([`runtime::Informer`]), hands the
+//! caches to each controller in a [`Ctx`], and runs every loop on [`runtime::run`]. Each
+//! controller module has a pure `plan` (observed state in, wanted changes out, tested
+//! exactly) and a thin async `reconcile` that applies it:
+//!
+//! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
+//! - [`gc`]: owner references, foreground and orphan deletion.
+//!
+//! Shared with the other components: [`leader`] (leader election on a Lease) and
+//! [`events`] (the event recorder).
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod deployment;
 pub mod events;
+pub mod expectations;
+pub mod gc;
 pub mod leader;
+pub mod pods;
+pub mod replicaset;
+pub mod runtime;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::{Api, Resource};
+
+use crate::expectations::Expectations;
+use crate::runtime::{Cache, Informer, Key, Queue, Synced};
+
+/// Errors of one reconcile pass.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} {key}: {source}")]
+    Api {
+        what: &'static str,
+        key: String,
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    pub fn api(what: &'static str, key: &Key, source: kube::Error) -> Self {
+        Error::Api {
+            what,
+            key: key.to_string(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings of the loops.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Workers per controller.
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { workers: 4 }
+    }
+}
+
+/// What every reconcile reads and writes through.
+pub struct Ctx {
+    pub client: kube::Client,
+    pub config: Config,
+    pub events: events::Recorder,
+    pub expectations: Expectations,
+    pub pods: Arc<Cache<Pod>>,
+    pub replicasets: Arc<Cache<ReplicaSet>>,
+    pub deployments: Arc<Cache<Deployment>>,
+}
+
+/// A reference to `obj` for events.
+pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(K::kind(&()).to_string()),
+        name: obj.meta().name.clone(),
+        namespace: obj.meta().namespace.clone(),
+        uid: obj.meta().uid.clone(),
+        resource_version: obj.meta().resource_version.clone(),
+        field_path: None,
+    }
+}
+
+/// Runs every controller until the process stops (or the future is dropped, as leader
+/// election does when leadership is lost). Each call starts from fresh watches.
+pub async fn run(client: kube::Client, config: Config) {
+    let pods = Informer::new(Api::<Pod>::all(client.clone()));
+    let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
+    let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
+    let ctx = Arc::new(Ctx {
+        events: events::Recorder::start(client.clone(), "berth-controller-manager", None),
+        client: client.clone(),
+        config: config.clone(),
+        expectations: Expectations::default(),
+        pods: pods.cache(),
+        replicasets: replicasets.cache(),
+        deployments: deployments.cache(),
+    });
+    let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
+
+    // ReplicaSets: their own changes, their pods' changes, and orphans that may match.
+    let rs_queue = Queue::new("replicaset");
+    replicasets.on_change(runtime::enqueue_self(&rs_queue));
+    {
+        let ctx2 = ctx.clone();
+        let q = rs_queue.clone();
+        let rs_cache = ctx.replicasets.clone();
+        pods.on_change(move |c| {
+            ctx2.expectations.observe(c);
+            let pod = c.object();
+            if runtime::controller_uid(pod).is_some() {
+                runtime::enqueue_owner(&q, "ReplicaSet")(c);
+            } else if let Some(ns) = pod.metadata.namespace.as_deref() {
+                // An orphan: every ReplicaSet in its namespace whose selector matches.
+                for rs in rs_cache.in_namespace(ns) {
+                    let sel = rs.spec.as_ref().map(|s| &s.selector);
+                    if pods::selector_matches(sel, pod.metadata.labels.as_ref()) {
+                        q.add(Key::of(rs.as_ref()));
+                    }
+                }
+            }
+        });
+    }
+    let synced: Vec<Arc<dyn Synced>> = vec![ctx.pods.clone()];
+    tasks.push(
+        runtime::run(
+            rs_queue,
+            ctx.replicasets.clone(),
+            synced,
+            config.workers,
+            ctx.clone(),
+            replicaset::reconcile,
+        )
+        .boxed(),
+    );
+
+    tasks.extend(deployment::register(
+        &ctx,
+        &deployments,
+        &replicasets,
+        &pods,
+    ));
+    tasks.extend(gc::register(&ctx, &pods, &replicasets, &deployments));
+
+    tasks.push(pods.run().boxed());
+    tasks.push(replicasets.run().boxed());
+    tasks.push(deployments.run().boxed());
+    runtime::run_all(tasks).await;
+}

@@ -1,0 +1,401 @@
+//! The controller-manager against a real API server with simulated nodes (see `sim/`):
+//! rollouts within their bounds, rollback, scaling, garbage collection, namespace deletion,
+//! and a controller-manager killed again and again in the middle of a rollout.
+
+mod sim;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::Api;
+use serde_json::json;
+use sim::{Options, Sim};
+
+fn deployment(
+    name: &str,
+    replicas: i32,
+    image: &str,
+    surge: i32,
+    unavailable: i32,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "main", "image": image}]},
+            },
+        },
+    })
+}
+
+fn image_of(p: &Pod) -> String {
+    p.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until the deployment's rollout is complete with every pod on `image`.
+async fn rolled_out(sim: &Sim, ns: &str, name: &str, replicas: usize, image: &str, secs: u64) {
+    let deployments: Api<Deployment> = sim.api(ns);
+    let pods = sim.pods(ns);
+    sim.eventually(
+        secs,
+        &format!("{name} on {image} with {replicas} ready"),
+        || async {
+            let d = deployments.get(name).await.ok()?;
+            let s = d.status.clone()?;
+            let done = s.observed_generation >= d.metadata.generation
+                && s.updated_replicas == Some(replicas as i32)
+                && s.replicas == Some(replicas as i32)
+                && s.available_replicas == Some(replicas as i32);
+            if !done {
+                return None;
+            }
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={name}")))
+                .await
+                .ok()?;
+            let live: Vec<&Pod> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            (live.len() == replicas && live.iter().all(|p| image_of(p) == image && is_ready(p)))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Watches the pods of `app` and records, after every event, the number of pods that are not
+/// being deleted and how many of them are ready: the extremes a rollout reached.
+struct Watch {
+    seen: Arc<Mutex<(usize, usize, usize)>>, // (max pods, min ready, events)
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    fn start(sim: &Sim, ns: &str, app: &str) -> Watch {
+        let api = sim.pods(ns);
+        let seen = Arc::new(Mutex::new((0usize, usize::MAX, 0usize)));
+        let s2 = seen.clone();
+        let cfg = watcher::Config::default().labels(&format!("app={app}"));
+        let task = tokio::spawn(async move {
+            let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
+            let mut stream = std::pin::pin!(watcher::watcher(api, cfg));
+            let mut listing = false;
+            while let Ok(Some(ev)) = stream.try_next().await {
+                match ev {
+                    watcher::Event::Init => {
+                        listing = true;
+                        pods.clear();
+                    }
+                    watcher::Event::InitApply(p) => {
+                        pods.insert(p.metadata.name.clone().unwrap(), p);
+                    }
+                    watcher::Event::InitDone => listing = false,
+                    watcher::Event::Apply(p) => {
+                        pods.insert(p.metadata.name.clone().unwrap(), p);
+                    }
+                    watcher::Event::Delete(p) => {
+                        pods.remove(p.metadata.name.as_deref().unwrap());
+                    }
+                }
+                if listing {
+                    continue;
+                }
+                let live: Vec<&Pod> = pods
+                    .values()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .collect();
+                let ready = live.iter().filter(|p| is_ready(p)).count();
+                let mut s = s2.lock().unwrap();
+                s.0 = s.0.max(live.len());
+                s.1 = s.1.min(ready);
+                s.2 += 1;
+            }
+        });
+        Watch { seen, task }
+    }
+
+    fn stop(self) -> (usize, usize, usize) {
+        self.task.abort();
+        *self.seen.lock().unwrap()
+    }
+}
+
+fn kubectl(sim: &Sim, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", sim.kubeconfig().display()))
+        .arg(format!(
+            "--cache-dir={}",
+            sim.dir.path().join("kubectl-cache").display()
+        ))
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_stays_within_its_bounds_and_undo_scale_and_delete_work() {
+    let sim = Sim::start(Options::default()).await;
+    let ns = "default";
+    sim.apply::<Deployment>(ns, deployment("web", 10, "web:1", 3, 2))
+        .await;
+    rolled_out(&sim, ns, "web", 10, "web:1", 60).await;
+
+    // Roll to web:2, watching every step.
+    let watch = Watch::start(&sim, ns, "web");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.apply::<Deployment>(ns, deployment("web", 10, "web:2", 3, 2))
+        .await;
+    rolled_out(&sim, ns, "web", 10, "web:2", 90).await;
+    let (max_pods, min_ready, events) = watch.stop();
+    tracing::info!(max_pods, min_ready, events, "rollout extremes");
+    assert!(events > 20, "the watch saw the rollout ({events} events)");
+    assert!(
+        max_pods <= 13,
+        "never above replicas + maxSurge: saw {max_pods} pods"
+    );
+    assert!(
+        min_ready >= 8,
+        "never below replicas - maxUnavailable: saw {min_ready} ready"
+    );
+
+    // kubectl sees the rollout as done, and its history has both revisions.
+    let status = kubectl(
+        &sim,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let history = kubectl(&sim, &["rollout", "history", "deployment/web"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // Undo returns to web:1, reusing its ReplicaSet under revision 3.
+    kubectl(&sim, &["rollout", "undo", "deployment/web"]);
+    rolled_out(&sim, ns, "web", 10, "web:1", 90).await;
+    let d: Deployment = sim.api::<Deployment>(ns).get("web").await.unwrap();
+    assert_eq!(
+        d.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let rss = sim
+        .api::<ReplicaSet>(ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(rss.items.len(), 2, "undo reused the first ReplicaSet");
+
+    // Scale up and down.
+    kubectl(&sim, &["scale", "deployment/web", "--replicas=15"]);
+    rolled_out(&sim, ns, "web", 15, "web:1", 60).await;
+    kubectl(&sim, &["scale", "deployment/web", "--replicas=4"]);
+    rolled_out(&sim, ns, "web", 4, "web:1", 60).await;
+
+    // Deleting the deployment removes its ReplicaSets and pods.
+    kubectl(&sim, &["delete", "deployment/web"]);
+    sim.eventually(60, "ReplicaSets and pods gone", || async {
+        let rs = sim
+            .api::<ReplicaSet>(ns)
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        let pods = sim.pods(ns).list(&ListParams::default()).await.ok()?;
+        (rs.items.is_empty() && pods.items.is_empty()).then_some(())
+    })
+    .await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreground_and_orphan_deletion_propagate_as_asked() {
+    let sim = Sim::start(Options::default()).await;
+    let ns = "default";
+    let deployments: Api<Deployment> = sim.api(ns);
+
+    // Foreground: the deployment stays until its ReplicaSet and pods are gone.
+    sim.apply::<Deployment>(ns, deployment("fg", 3, "a", 1, 0))
+        .await;
+    rolled_out(&sim, ns, "fg", 3, "a", 60).await;
+    deployments
+        .delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let d = deployments.get("fg").await.expect("held by its finalizer");
+    assert!(d
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .contains(&"foregroundDeletion".to_string()));
+    sim.eventually(60, "the foreground deletion to finish", || async {
+        let gone = deployments.get_opt("fg").await.ok()?.is_none();
+        let pods = sim
+            .pods(ns)
+            .list(&ListParams::default().labels("app=fg"))
+            .await
+            .ok()?;
+        gone.then_some(()).filter(|_| pods.items.is_empty())
+    })
+    .await;
+
+    // Orphan: the ReplicaSet and its pods stay, without the owner reference.
+    sim.apply::<Deployment>(ns, deployment("or", 2, "a", 1, 0))
+        .await;
+    rolled_out(&sim, ns, "or", 2, "a", 60).await;
+    deployments
+        .delete("or", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    sim.eventually(60, "the orphaning deletion to finish", || async {
+        deployments
+            .get_opt("or")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let rss = sim
+        .api::<ReplicaSet>(ns)
+        .list(&ListParams::default().labels("app=or"))
+        .await
+        .unwrap();
+    assert_eq!(rss.items.len(), 1);
+    assert!(rss.items[0]
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_none_or(|r| r.is_empty()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pods = sim
+        .pods(ns)
+        .list(&ListParams::default().labels("app=or"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pods.items.len(),
+        2,
+        "the orphaned ReplicaSet keeps its pods"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_namespace_empties_it() {
+    let sim = Sim::start(Options::default()).await;
+    let namespaces: Api<Namespace> = Api::all(sim.client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    sim.apply::<Deployment>("doomed", deployment("web", 4, "a", 1, 0))
+        .await;
+    rolled_out(&sim, "doomed", "web", 4, "a", 60).await;
+    namespaces
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    sim.eventually(60, "the namespace and its content to go", || async {
+        let gone = namespaces.get_opt("doomed").await.ok()?.is_none();
+        let pods = sim.pods("doomed").list(&ListParams::default()).await.ok()?;
+        (gone && pods.items.is_empty()).then_some(())
+    })
+    .await;
+    sim.stop().await;
+}
+
+/// The controller-manager killed at random points of rollouts, and started again: the end
+/// state is the same as without the kills, with no duplicate and no orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_manager_killed_mid_rollout_converges() {
+    use rand::Rng;
+    let mut sim = Sim::start(Options::default()).await;
+    let ns = "default";
+    sim.apply::<Deployment>(ns, deployment("web", 10, "v0", 3, 2))
+        .await;
+    rolled_out(&sim, ns, "web", 10, "v0", 60).await;
+    let mut rng = rand::thread_rng();
+    let mut kills = 0;
+    for round in 1..=4 {
+        let image = format!("v{round}");
+        sim.apply::<Deployment>(ns, deployment("web", 10, &image, 3, 2))
+            .await;
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..900))).await;
+            sim.kill_controller_manager();
+            kills += 1;
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..500))).await;
+            sim.start_controller_manager();
+        }
+        rolled_out(&sim, ns, "web", 10, &image, 120).await;
+    }
+    assert_eq!(kills, 12);
+    // Nothing extra: exactly 10 pods, each owned by a ReplicaSet the deployment owns, and one
+    // ReplicaSet with replicas.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d: Deployment = sim.api::<Deployment>(ns).get("web").await.unwrap();
+    let d_uid = d.metadata.uid.clone().unwrap();
+    let rss = sim
+        .api::<ReplicaSet>(ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for rs in &rss.items {
+        let owner = rs.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            owner[0].uid, d_uid,
+            "every ReplicaSet belongs to the deployment"
+        );
+    }
+    let active: Vec<&ReplicaSet> = rss
+        .items
+        .iter()
+        .filter(|r| r.spec.as_ref().unwrap().replicas.unwrap_or(0) > 0)
+        .collect();
+    assert_eq!(active.len(), 1);
+    let rs_uids: Vec<String> = rss
+        .items
+        .iter()
+        .map(|r| r.metadata.uid.clone().unwrap())
+        .collect();
+    let pods = sim.pods(ns).list(&ListParams::default()).await.unwrap();
+    assert_eq!(pods.items.len(), 10, "no duplicate pods");
+    for p in &pods.items {
+        let owner = p
+            .metadata
+            .owner_references
+            .as_ref()
+            .expect("no orphan pods");
+        assert!(rs_uids.contains(&owner[0].uid));
+        assert_eq!(image_of(p), "v4");
+    }
+    sim.stop().await;
+}
