@@ -631,3 +631,54 @@ async fn try_http_get(addr: &str, path: &str) -> std::io::Result<String> {
     }
     Ok(out)
 }
+
+/// An agent cut off from the API server (here: the server is stopped) stops its own
+/// containers once it has gone `--fence-after` without renewing its Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_renew_its_lease_fences_its_pods() {
+    let mut node = TestNode::start().await;
+    node.kill_agent();
+    node.agent_args.push("--fence-after=3s".into());
+    node.start_agent();
+    node.wait_node_ready().await;
+    node.create_pod(sleeper("fenced")).await;
+    node.wait_pod("fenced", 60, "Running", |p| {
+        container_status(p, "main").is_some_and(|c| c.ready)
+    })
+    .await;
+    let running = |node: &TestNode| {
+        let shim = vec![env!("CARGO_BIN_EXE_berth").into(), "runtime".into()];
+        let mut cfg = berth_runtime::pod::RuntimeConfig::new(node.runtime_root(), shim);
+        cfg.cgroup_parent = node.cgroup_parent.clone();
+        let rt = berth_runtime::pod::Runtime::open(cfg).unwrap();
+        rt.list_containers(None)
+            .unwrap()
+            .iter()
+            .filter(|c| c.state == berth_runtime::pod::ContainerState::Running)
+            .count()
+    };
+    assert_eq!(running(&node), 1);
+    let cut = std::time::Instant::now();
+    node.cp.take().unwrap().shutdown().await;
+    loop {
+        if running(&node) == 0 {
+            break;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(20),
+            "the container still runs {:?} after the cut: {}",
+            cut.elapsed(),
+            tail(&node.agent_log(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fenced_after = cut.elapsed();
+    // The last renewal was at most 10 s before the cut; fencing comes 3 s after it.
+    assert!(fenced_after <= Duration::from_secs(15), "{fenced_after:?}");
+    assert!(
+        node.agent_log().contains("fenced"),
+        "{}",
+        tail(&node.agent_log(), 20)
+    );
+    node.stop().await;
+}

@@ -399,3 +399,80 @@ async fn a_controller_manager_killed_mid_rollout_converges() {
     }
     sim.stop().await;
 }
+
+/// A node that stops renewing its Lease is marked unreachable and tainted, and its pods are
+/// replaced on the other nodes once their toleration has run out, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_of_a_silent_node_are_replaced_after_their_toleration() {
+    use k8s_openapi::api::core::v1::Node;
+    let grace = Duration::from_secs(4);
+    let toleration = Duration::from_secs(3);
+    let mut opts = Options::default();
+    opts.controllers.node_monitor_grace_period = grace;
+    opts.controllers.node_monitor_period = Duration::from_millis(500);
+    opts.controllers.default_unreachable_toleration = toleration;
+    let sim = Sim::start(opts).await;
+    let ns = "default";
+    sim.apply::<Deployment>(ns, deployment("web", 6, "a", 1, 0))
+        .await;
+    rolled_out(&sim, ns, "web", 6, "a", 60).await;
+    let on_node = |pods: &[Pod], n: &str| {
+        pods.iter()
+            .filter(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some(n))
+            .count()
+    };
+    let before = sim
+        .pods(ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        on_node(&before, "node-0") > 0,
+        "the test needs pods on node-0"
+    );
+
+    let stopped = tokio::time::Instant::now();
+    sim.stop_node("node-0");
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    let tainted_after = sim
+        .eventually(30, "node-0 to be tainted unreachable", || async {
+            let n = nodes.get("node-0").await.ok()?;
+            let tainted = n
+                .spec?
+                .taints?
+                .iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute");
+            let unknown = n
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "Unknown");
+            (tainted && unknown).then(|| stopped.elapsed())
+        })
+        .await;
+    let replaced_after = sim
+        .eventually(60, "node-0's pods to be replaced elsewhere", || async {
+            let pods = sim.pods(ns).list(&ListParams::default()).await.ok()?.items;
+            let ready_elsewhere = pods
+                .iter()
+                .filter(|p| {
+                    p.spec.as_ref().unwrap().node_name.as_deref() != Some("node-0") && is_ready(p)
+                })
+                .count();
+            (on_node(&pods, "node-0") == 0 && ready_elsewhere == 6).then(|| stopped.elapsed())
+        })
+        .await;
+    tracing::info!(?tainted_after, ?replaced_after, "silent node");
+    // The last renewal came at most 2 s (the simulated renew period) before the stop.
+    let renew = Duration::from_secs(2);
+    assert!(
+        tainted_after + renew >= grace,
+        "tainted after {tainted_after:?}"
+    );
+    assert!(
+        replaced_after + renew >= grace + toleration,
+        "replaced after {replaced_after:?}, before grace + toleration"
+    );
+    sim.stop().await;
+}

@@ -20,6 +20,46 @@ pub struct Args {
     /// Workers per controller.
     #[arg(long, default_value_t = 4)]
     pub concurrent_syncs: usize,
+    /// A node whose Lease is not renewed for this long is unreachable (`40s`, `2m`...).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+    /// Seconds a pod with no toleration of its own stays on an unreachable or not-ready node.
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: u64,
+    /// Node agents fence themselves (stop their pods when they cannot renew their Lease), so
+    /// pods evicted from unreachable nodes are deleted at once. Must match the agents'
+    /// `--fence-after` (grace period - 10 s).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub node_fencing: bool,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m or h"
+            ))
+        }
+    };
+    if !(0.0..=86400.0 * 365.0).contains(&secs) {
+        return Err(format!("invalid duration {s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 impl Args {
@@ -28,12 +68,22 @@ impl Args {
             kubeconfig,
             leader_elect: true,
             concurrent_syncs: 4,
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_period: Duration::from_secs(5),
+            default_unreachable_toleration_seconds: 300,
+            node_fencing: true,
         }
     }
 
     pub fn config(&self) -> Config {
         Config {
             workers: self.concurrent_syncs,
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            node_monitor_period: self.node_monitor_period,
+            default_unreachable_toleration: Duration::from_secs(
+                self.default_unreachable_toleration_seconds,
+            ),
+            fencing: self.node_fencing,
         }
     }
 }
@@ -63,4 +113,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_kubelet_flags() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unit"));
+    }
 }

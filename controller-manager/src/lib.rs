@@ -7,7 +7,8 @@
 //! exactly) and a thin async `reconcile` that applies it:
 //!
 //! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
-//! - [`gc`]: owner references, foreground and orphan deletion.
+//! - [`gc`]: owner references, foreground and orphan deletion;
+//! - [`nodelifecycle`]: unreachable nodes, taint-based eviction, fencing.
 //!
 //! Shared with the other components: [`leader`] (leader election on a Lease) and
 //! [`events`] (the event recorder).
@@ -19,16 +20,20 @@ pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod leader;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use kube::runtime::watcher;
 use kube::{Api, Resource};
 
 use crate::expectations::Expectations;
@@ -62,11 +67,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Config {
     /// Workers per controller.
     pub workers: usize,
+    /// A node not heard from for this long is unreachable.
+    pub node_monitor_grace_period: Duration,
+    /// How often each node's health is looked at.
+    pub node_monitor_period: Duration,
+    /// How long a pod without a toleration of its own stays on an unreachable or not-ready
+    /// node.
+    pub default_unreachable_toleration: Duration,
+    /// Node agents fence themselves; evictions from unreachable nodes are forced.
+    pub fencing: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { workers: 4 }
+        Self {
+            workers: 4,
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_period: Duration::from_secs(5),
+            default_unreachable_toleration: Duration::from_secs(300),
+            fencing: true,
+        }
     }
 }
 
@@ -79,6 +99,8 @@ pub struct Ctx {
     pub pods: Arc<Cache<Pod>>,
     pub replicasets: Arc<Cache<ReplicaSet>>,
     pub deployments: Arc<Cache<Deployment>>,
+    pub nodes: Arc<Cache<Node>>,
+    pub heartbeats: nodelifecycle::Heartbeats,
 }
 
 /// A reference to `obj` for events.
@@ -97,7 +119,13 @@ pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
 /// Runs every controller until the process stops (or the future is dropped, as leader
 /// election does when leadership is lost). Each call starts from fresh watches.
 pub async fn run(client: kube::Client, config: Config) {
-    let pods = Informer::new(Api::<Pod>::all(client.clone()));
+    let pods = Informer::indexed(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        Some(nodelifecycle::pod_node),
+    );
+    let nodes = Informer::new(Api::<Node>::all(client.clone()));
+    let leases = Informer::new(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
     let ctx = Arc::new(Ctx {
@@ -108,6 +136,8 @@ pub async fn run(client: kube::Client, config: Config) {
         pods: pods.cache(),
         replicasets: replicasets.cache(),
         deployments: deployments.cache(),
+        nodes: nodes.cache(),
+        heartbeats: nodelifecycle::Heartbeats::default(),
     });
     let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
 
@@ -155,7 +185,11 @@ pub async fn run(client: kube::Client, config: Config) {
     ));
     tasks.extend(gc::register(&ctx, &pods, &replicasets, &deployments));
 
+    tasks.extend(nodelifecycle::register(&ctx, &nodes, &leases));
+
     tasks.push(pods.run().boxed());
+    tasks.push(nodes.run().boxed());
+    tasks.push(leases.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
     runtime::run_all(tasks).await;

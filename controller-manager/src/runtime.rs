@@ -71,10 +71,23 @@ pub fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
         .map(|o| o.uid.as_str())
 }
 
-#[derive(Default)]
+/// A secondary index: the value an object is filed under, if any (a pod's node...).
+pub type IndexFn<K> = fn(&K) -> Option<String>;
+
 struct Indexed<K> {
     objects: BTreeMap<Key, Arc<K>>,
     by_owner: HashMap<String, HashSet<Key>>,
+    index: Option<IndexFn<K>>,
+    by_index: HashMap<String, HashSet<Key>>,
+}
+
+fn unfile(map: &mut HashMap<String, HashSet<Key>>, value: &str, key: &Key) {
+    if let Some(set) = map.get_mut(value) {
+        set.remove(key);
+        if set.is_empty() {
+            map.remove(value);
+        }
+    }
 }
 
 impl<K: Resource> Indexed<K> {
@@ -87,6 +100,9 @@ impl<K: Resource> Indexed<K> {
                 .or_default()
                 .insert(key.clone());
         }
+        if let Some(v) = self.index.and_then(|f| f(&obj)) {
+            self.by_index.entry(v).or_default().insert(key.clone());
+        }
         self.objects.insert(key, obj);
         old
     }
@@ -94,14 +110,18 @@ impl<K: Resource> Indexed<K> {
     fn remove(&mut self, key: &Key) -> Option<Arc<K>> {
         let old = self.objects.remove(key)?;
         for o in old.meta().owner_references.iter().flatten() {
-            if let Some(set) = self.by_owner.get_mut(&o.uid) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_owner.remove(&o.uid);
-                }
-            }
+            unfile(&mut self.by_owner, &o.uid, key);
+        }
+        if let Some(v) = self.index.and_then(|f| f(&old)) {
+            unfile(&mut self.by_index, &v, key);
         }
         Some(old)
+    }
+
+    fn clear(&mut self) -> BTreeMap<Key, Arc<K>> {
+        self.by_owner.clear();
+        self.by_index.clear();
+        std::mem::take(&mut self.objects)
     }
 }
 
@@ -112,11 +132,13 @@ pub struct Cache<K> {
 }
 
 impl<K: Resource> Cache<K> {
-    fn new() -> Self {
+    fn new(index: Option<IndexFn<K>>) -> Self {
         Self {
             inner: RwLock::new(Indexed {
                 objects: BTreeMap::new(),
                 by_owner: HashMap::new(),
+                index,
+                by_index: HashMap::new(),
             }),
             synced: watch::channel(false).0,
         }
@@ -124,7 +146,14 @@ impl<K: Resource> Cache<K> {
 
     /// A cache filled by hand (tests and benchmarks), already synced.
     pub fn from_objects(objects: impl IntoIterator<Item = K>) -> Arc<Self> {
-        let c = Self::new();
+        Self::from_objects_indexed(objects, None)
+    }
+
+    pub fn from_objects_indexed(
+        objects: impl IntoIterator<Item = K>,
+        index: Option<IndexFn<K>>,
+    ) -> Arc<Self> {
+        let c = Self::new(index);
         {
             let mut inner = c.inner.write().expect("cache lock");
             for o in objects {
@@ -186,6 +215,18 @@ impl<K: Resource> Cache<K> {
             .collect()
     }
 
+    /// Every object the secondary index files under `value`.
+    pub fn indexed(&self, value: &str) -> Vec<Arc<K>> {
+        let inner = self.inner.read().expect("cache lock");
+        inner
+            .by_index
+            .get(value)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| inner.objects.get(k).cloned())
+            .collect()
+    }
+
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
     }
@@ -238,10 +279,15 @@ where
     }
 
     pub fn with_config(api: Api<K>, config: watcher::Config) -> Arc<Self> {
+        Self::indexed(api, config, None)
+    }
+
+    /// An informer whose cache also files objects under `index` (see [`Cache::indexed`]).
+    pub fn indexed(api: Api<K>, config: watcher::Config, index: Option<IndexFn<K>>) -> Arc<Self> {
         Arc::new(Self {
             api,
             config,
-            cache: Arc::new(Cache::new()),
+            cache: Arc::new(Cache::new(index)),
             handlers: Mutex::new(Vec::new()),
         })
     }
@@ -308,8 +354,7 @@ where
                     let fresh = relist.take().unwrap_or_default();
                     let before = {
                         let mut inner = self.cache.inner.write().expect("cache lock");
-                        let before = std::mem::take(&mut inner.objects);
-                        inner.by_owner.clear();
+                        let before = inner.clear();
                         for o in fresh.values() {
                             inner.insert(o.clone());
                         }

@@ -62,6 +62,12 @@ pub struct AgentArgs {
     /// Longest crash back-off delay.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub crash_backoff_max: Duration,
+    /// Self-fencing: stop every container when the node Lease has not been renewed for
+    /// this long, so the controller-manager can replace the pods safely once it declares
+    /// the node unreachable. Keep it below the controller's `--node-monitor-grace-period`
+    /// (40s) by the time a kill takes plus clock-rate drift; `0` turns fencing off.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub fence_after: Duration,
     /// Cgroup parent of every pod.
     #[arg(long, default_value = "berth")]
     pub cgroup_parent: String,
@@ -79,31 +85,7 @@ pub struct AgentArgs {
     pub registry_config: Option<PathBuf>,
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration {s:?}: unit must be ms, s, m or h"
-            ))
-        }
-    };
-    if !(0.0..=86400.0 * 365.0).contains(&secs) {
-        return Err(format!("invalid duration {s:?}: out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+pub use berth_controller_manager::cli::parse_duration;
 
 /// The local address the kernel would use to reach `server` (no packet is sent).
 fn route_source(server: &str) -> Option<String> {
@@ -313,20 +295,6 @@ pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<A
         },
         registries,
     };
-    Ok(Agent::new(client, rt, facts, cfg, cni))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_like_kubelet_flags() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("unit"));
-    }
+    let fence = (!args.fence_after.is_zero()).then_some(args.fence_after);
+    Ok(Agent::new(client, rt, facts, cfg, cni).with_fence(fence))
 }

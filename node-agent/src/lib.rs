@@ -61,6 +61,7 @@ pub struct Agent {
     /// The watch-fed cache of this node's pods, once the pod loop runs.
     pub pods: std::sync::OnceLock<kube::runtime::reflector::Store<Pod>>,
     pub cpu_samples: server::CpuSamples,
+    pub fence: Arc<node::Fence>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -92,7 +93,37 @@ impl Agent {
             workers: pod::Workers::default(),
             pods: std::sync::OnceLock::new(),
             cpu_samples: server::CpuSamples::default(),
+            fence: Arc::new(node::Fence::new(None)),
         })
+    }
+
+    /// The same agent with self-fencing after `after` without a renewed Lease.
+    pub fn with_fence(self: Arc<Self>, after: Option<Duration>) -> Arc<Self> {
+        let mut a = Arc::try_unwrap(self).expect("set the fence before sharing the agent");
+        a.fence = Arc::new(node::Fence::new(after));
+        Arc::new(a)
+    }
+
+    /// Kills every member container at once (the fence went up): pause containers and
+    /// networks stay, so pods still here when the fence lifts restart by their policy.
+    async fn fence_pods(&self) {
+        let rt = self.rt.clone();
+        let node = self.facts.name.clone();
+        let killed = tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for c in rt.list_containers(None).unwrap_or_default() {
+                if c.state == berth_runtime::pod::ContainerState::Running {
+                    match rt.stop_container(&c.id, Duration::ZERO) {
+                        Ok(()) => n += 1,
+                        Err(e) => tracing::error!(container = %c.id, error = %e, "fencing: killing a container failed"),
+                    }
+                }
+            }
+            n
+        })
+        .await
+        .unwrap_or(0);
+        tracing::error!(node = %node, killed, "fenced: the node lease could not be renewed in time; its containers are stopped");
     }
 
     /// Register the node, then keep its heartbeat and run its pods until dropped.
@@ -107,12 +138,24 @@ impl Agent {
         let heartbeat = tokio::spawn(node::heartbeat(
             self.client.clone(),
             self.facts.clone(),
+            self.fence.clone(),
             move || cni_ready,
         ));
+        let me = self.clone();
+        let watchdog = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if me.fence.check() {
+                    me.fence_pods().await;
+                }
+            }
+        });
         let pods = tokio::spawn(pod::run(self.clone()));
         let r = tokio::select! {
             r = heartbeat => r,
             r = pods => r,
+            r = watchdog => r,
         };
         r.map_err(|e| anyhow::anyhow!("agent task ended: {e}"))
     }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -297,22 +298,95 @@ async fn update_status(
         .await
 }
 
-/// Renew the Lease every 10 s and report the Node's status when a condition changes or a
-/// minute has passed; runs until the task is dropped.
+/// Self-fencing: a node that cannot renew its Lease stops its own pods before the
+/// controller-manager may declare it unreachable and replace them elsewhere.
+///
+/// The agent measures from when it *sent* its last successful renewal, on its own monotonic
+/// clock; the controller measures from when it *saw* that renewal, which is later. So with
+/// `after` = the controller's grace period - a margin, the containers are killed (SIGKILL,
+/// no grace) at least the margin before the controller acts, whatever the two clocks read,
+/// as long as they run at nearly the same rate and the kill takes less than the margin.
+#[derive(Debug)]
+pub struct Fence {
+    /// `None`: fencing is off.
+    pub after: Option<Duration>,
+    fenced: std::sync::atomic::AtomicBool,
+    last_ok: Mutex<tokio::time::Instant>,
+}
+
+impl Fence {
+    pub fn new(after: Option<Duration>) -> Self {
+        Self {
+            after,
+            fenced: std::sync::atomic::AtomicBool::new(false),
+            last_ok: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// True while pods must not run.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A renewal sent at `sent` succeeded. Returns true when this lifts the fence.
+    pub fn renewed(&self, sent: tokio::time::Instant) -> bool {
+        *self.last_ok.lock().expect("fence lock") = sent;
+        self.fenced.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Raises the fence when the last renewal is too old. Returns true when it just rose.
+    pub fn check(&self) -> bool {
+        let Some(after) = self.after else {
+            return false;
+        };
+        if self.last_ok.lock().expect("fence lock").elapsed() < after {
+            return false;
+        }
+        !self.fenced.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Renew the Lease every 10 s (every 2 s after a failure, each attempt bounded to 5 s) and
+/// report the Node's status when a condition changes, a minute has passed, or the Lease is
+/// renewed again after failures (the controller may have marked the node `Unknown`); runs
+/// until the task is dropped.
 pub async fn heartbeat(
     client: kube::Client,
     facts: NodeFacts,
+    fence: Arc<Fence>,
     network_ready: impl Fn() -> bool + Send + 'static,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut last_report = std::time::Instant::now();
     let mut last_conditions = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut failing = false;
     loop {
-        tick.tick().await;
-        if let Err(e) = renew_lease(&leases, &facts.name).await {
-            tracing::warn!(error = %e, node = %facts.name, "renewing the node lease failed");
+        let sent = tokio::time::Instant::now();
+        let renewed =
+            tokio::time::timeout(Duration::from_secs(5), renew_lease(&leases, &facts.name)).await;
+        match renewed {
+            Ok(Ok(())) => {
+                if fence.renewed(sent) {
+                    tracing::warn!(node = %facts.name, "lease renewed again: fence lifted, pods may run");
+                }
+                if failing {
+                    last_conditions = None;
+                }
+                failing = false;
+            }
+            Ok(Err(e)) => {
+                failing = true;
+                tracing::warn!(error = %e, node = %facts.name, "renewing the node lease failed");
+            }
+            Err(_) => {
+                failing = true;
+                tracing::warn!(node = %facts.name, "renewing the node lease timed out");
+            }
+        }
+        if failing {
+            tokio::time::sleep_until(sent + Duration::from_secs(2)).await;
+            continue;
         }
         let root = facts.root.clone();
         let ready = network_ready();
@@ -342,6 +416,7 @@ pub async fn heartbeat(
                 }
             }
         }
+        tokio::time::sleep_until(sent + Duration::from_secs(10)).await;
     }
 }
 

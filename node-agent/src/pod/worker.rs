@@ -474,6 +474,14 @@ impl Worker {
     }
 
     async fn act(&mut self, pod: &Pod, obs: &Observed, action: &Action) -> bool {
+        let starts = matches!(
+            action,
+            Action::CreateSandbox { .. } | Action::StartContainer { .. }
+        );
+        if starts && self.agent.fence.is_fenced() {
+            // Fenced: nothing starts until the Lease is renewed.
+            return false;
+        }
         let result = match action {
             Action::CreateSandbox { attempt } => self.create_sandbox(pod, *attempt).await,
             Action::StopPod => {
