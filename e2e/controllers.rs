@@ -476,3 +476,84 @@ async fn pods_of_a_silent_node_are_replaced_after_their_toleration() {
     );
     sim.stop().await;
 }
+
+fn job(
+    name: &str,
+    exit: i32,
+    completions: i32,
+    parallelism: i32,
+    backoff_limit: i32,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "completions": completions, "parallelism": parallelism, "backoffLimit": backoff_limit,
+            "ttlSecondsAfterFinished": if exit == 0 { json!(2) } else { json!(null) },
+            "template": {
+                "metadata": {"annotations": {sim::EXIT_CODE: exit.to_string()}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "job"}]},
+            },
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_complete_retry_up_to_their_backoff_limit_and_expire() {
+    use k8s_openapi::api::batch::v1::Job;
+    let mut opts = Options::default();
+    opts.controllers.job_backoff = Duration::from_millis(200);
+    let sim = Sim::start(opts).await;
+    let ns = "default";
+    let jobs: Api<Job> = sim.api(ns);
+    let condition = |j: &Job, t: &str| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == t && c.status == "True"))
+            .map(|c| c.reason.clone().unwrap_or_default())
+    };
+
+    // A failing job: one pod, then two retries, then Failed.
+    sim.apply::<Job>(ns, job("fails", 1, 1, 1, 2)).await;
+    let reason = sim
+        .eventually(60, "the failing job to fail", || async {
+            condition(&jobs.get("fails").await.ok()?, "Failed")
+        })
+        .await;
+    assert_eq!(reason, "BackoffLimitExceeded");
+    let pods = sim
+        .pods(ns)
+        .list(&ListParams::default().labels("job-name=fails"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pods.items.len(),
+        3,
+        "the first try and backoffLimit (2) retries"
+    );
+    assert_eq!(
+        jobs.get("fails").await.unwrap().status.unwrap().failed,
+        Some(3)
+    );
+
+    // A succeeding job: 3 completions, 2 at a time; deleted 2 s after it finished.
+    sim.apply::<Job>(ns, job("works", 0, 3, 2, 6)).await;
+    sim.eventually(60, "the job to complete", || async {
+        condition(&jobs.get("works").await.ok()?, "Complete")
+    })
+    .await;
+    let j = jobs.get("works").await.unwrap();
+    assert_eq!(j.status.as_ref().unwrap().succeeded, Some(3));
+    sim.eventually(30, "the finished job and its pods to expire", || async {
+        let gone = jobs.get_opt("works").await.ok()?.is_none();
+        let pods = sim
+            .pods(ns)
+            .list(&ListParams::default().labels("job-name=works"))
+            .await
+            .ok()?;
+        (gone && pods.items.is_empty()).then_some(())
+    })
+    .await;
+    sim.stop().await;
+}

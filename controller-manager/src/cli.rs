@@ -34,6 +34,9 @@ pub struct Args {
     /// `--fence-after` (grace period - 10 s).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub node_fencing: bool,
+    /// The first delay before a Job replaces a failed pod; it doubles up to 6 minutes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub job_backoff: Duration,
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -72,6 +75,7 @@ impl Args {
             node_monitor_period: Duration::from_secs(5),
             default_unreachable_toleration_seconds: 300,
             node_fencing: true,
+            job_backoff: Duration::from_secs(10),
         }
     }
 
@@ -84,6 +88,7 @@ impl Args {
                 self.default_unreachable_toleration_seconds,
             ),
             fencing: self.node_fencing,
+            job_backoff: self.job_backoff,
         }
     }
 }

@@ -555,20 +555,6 @@ fn owner_kind(kind: &str) -> Option<&'static str> {
     berth_api::registry::by_kind(kind).map(|i| i.kind)
 }
 
-/// The collector over the kinds the controller-manager caches.
-pub fn register(
-    ctx: &Arc<Ctx>,
-    pods: &Informer<k8s_openapi::api::core::v1::Pod>,
-    replicasets: &Informer<k8s_openapi::api::apps::v1::ReplicaSet>,
-    deployments: &Informer<k8s_openapi::api::apps::v1::Deployment>,
-) -> Vec<BoxFuture<'static, ()>> {
-    let mut b = Builder::new(ctx.client.clone());
-    b.track(pods);
-    b.track(replicasets);
-    b.track(deployments);
-    b.build(ctx)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

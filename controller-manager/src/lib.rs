@@ -7,6 +7,7 @@
 //! exactly) and a thin async `reconcile` that applies it:
 //!
 //! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
+//! - [`job`]: completions, parallelism, back-off, deadlines, TTL;
 //! - [`gc`]: owner references, foreground and orphan deletion;
 //! - [`nodelifecycle`]: unreachable nodes, taint-based eviction, fencing.
 //!
@@ -19,6 +20,7 @@ pub mod deployment;
 pub mod events;
 pub mod expectations;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod nodelifecycle;
 pub mod pods;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::runtime::watcher;
@@ -76,6 +79,8 @@ pub struct Config {
     pub default_unreachable_toleration: Duration,
     /// Node agents fence themselves; evictions from unreachable nodes are forced.
     pub fencing: bool,
+    /// The first delay before a Job replaces a failed pod (doubling, at most 6 minutes).
+    pub job_backoff: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +91,7 @@ impl Default for Config {
             node_monitor_period: Duration::from_secs(5),
             default_unreachable_toleration: Duration::from_secs(300),
             fencing: true,
+            job_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -100,6 +106,7 @@ pub struct Ctx {
     pub replicasets: Arc<Cache<ReplicaSet>>,
     pub deployments: Arc<Cache<Deployment>>,
     pub nodes: Arc<Cache<Node>>,
+    pub jobs: Arc<Cache<Job>>,
     pub heartbeats: nodelifecycle::Heartbeats,
 }
 
@@ -125,6 +132,7 @@ pub async fn run(client: kube::Client, config: Config) {
         Some(nodelifecycle::pod_node),
     );
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
+    let jobs = Informer::new(Api::<Job>::all(client.clone()));
     let leases = Informer::new(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
@@ -137,6 +145,7 @@ pub async fn run(client: kube::Client, config: Config) {
         replicasets: replicasets.cache(),
         deployments: deployments.cache(),
         nodes: nodes.cache(),
+        jobs: jobs.cache(),
         heartbeats: nodelifecycle::Heartbeats::default(),
     });
     let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
@@ -183,13 +192,22 @@ pub async fn run(client: kube::Client, config: Config) {
         &replicasets,
         &pods,
     ));
-    tasks.extend(gc::register(&ctx, &pods, &replicasets, &deployments));
+    tasks.extend(job::register(&ctx, &jobs, &pods));
+    {
+        let mut gc = gc::Builder::new(client.clone());
+        gc.track(&pods);
+        gc.track(&replicasets);
+        gc.track(&deployments);
+        gc.track(&jobs);
+        tasks.extend(gc.build(&ctx));
+    }
 
     tasks.extend(nodelifecycle::register(&ctx, &nodes, &leases));
 
     tasks.push(pods.run().boxed());
     tasks.push(nodes.run().boxed());
     tasks.push(leases.run().boxed());
+    tasks.push(jobs.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
     runtime::run_all(tasks).await;
