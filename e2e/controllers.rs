@@ -557,3 +557,76 @@ async fn jobs_complete_retry_up_to_their_backoff_limit_and_expire() {
     .await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemonset_follows_the_nodes_and_rolls_node_by_node() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let mut sim = Sim::start(Options::default()).await;
+    let ns = "default";
+    let ds = |image: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{"name": "main", "image": image}]},
+                },
+            },
+        })
+    };
+    let daemons = |sim: &Sim| {
+        let pods = sim.pods(ns);
+        async move {
+            pods.list(&ListParams::default().labels("app=agent"))
+                .await
+                .ok()
+                .map(|l| {
+                    l.items
+                        .into_iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .collect::<Vec<Pod>>()
+                })
+        }
+    };
+    sim.apply::<DaemonSet>(ns, ds("a")).await;
+    sim.eventually(30, "a ready daemon on each of 3 nodes", || async {
+        let pods = daemons(&sim).await?;
+        let mut nodes: Vec<String> = pods
+            .iter()
+            .filter(|p| is_ready(p))
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        nodes.sort();
+        (nodes == ["node-0", "node-1", "node-2"]).then_some(())
+    })
+    .await;
+    sim.add_node("node-3").await;
+    sim.eventually(30, "a daemon on the new node", || async {
+        let pods = daemons(&sim).await?;
+        (pods.len() == 4 && pods.iter().all(is_ready)).then_some(())
+    })
+    .await;
+    sim.apply::<DaemonSet>(ns, ds("b")).await;
+    let watch = Watch::start(&sim, ns, "agent");
+    sim.eventually(60, "every daemon on the new image", || async {
+        let pods = daemons(&sim).await?;
+        (pods.len() == 4 && pods.iter().all(|p| image_of(p) == "b" && is_ready(p))).then_some(())
+    })
+    .await;
+    let (_, min_ready, _) = watch.stop();
+    assert!(
+        min_ready >= 3,
+        "maxUnavailable 1: saw {min_ready} ready of 4"
+    );
+    let status = sim
+        .api::<DaemonSet>(ns)
+        .get("agent")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.desired_number_scheduled, 4);
+    sim.stop().await;
+}

@@ -7,6 +7,7 @@
 //! exactly) and a thin async `reconcile` that applies it:
 //!
 //! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
+//! - [`daemonset`]: one pod per node, rolling updates;
 //! - [`job`]: completions, parallelism, back-off, deadlines, TTL;
 //! - [`gc`]: owner references, foreground and orphan deletion;
 //! - [`nodelifecycle`]: unreachable nodes, taint-based eviction, fencing.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod expectations;
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
@@ -107,6 +109,7 @@ pub struct Ctx {
     pub deployments: Arc<Cache<Deployment>>,
     pub nodes: Arc<Cache<Node>>,
     pub jobs: Arc<Cache<Job>>,
+    pub daemonsets: Arc<Cache<DaemonSet>>,
     pub heartbeats: nodelifecycle::Heartbeats,
 }
 
@@ -133,6 +136,7 @@ pub async fn run(client: kube::Client, config: Config) {
     );
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let jobs = Informer::new(Api::<Job>::all(client.clone()));
+    let daemonsets = Informer::new(Api::<DaemonSet>::all(client.clone()));
     let leases = Informer::new(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
@@ -146,6 +150,7 @@ pub async fn run(client: kube::Client, config: Config) {
         deployments: deployments.cache(),
         nodes: nodes.cache(),
         jobs: jobs.cache(),
+        daemonsets: daemonsets.cache(),
         heartbeats: nodelifecycle::Heartbeats::default(),
     });
     let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
@@ -193,12 +198,14 @@ pub async fn run(client: kube::Client, config: Config) {
         &pods,
     ));
     tasks.extend(job::register(&ctx, &jobs, &pods));
+    tasks.extend(daemonset::register(&ctx, &daemonsets, &pods, &nodes));
     {
         let mut gc = gc::Builder::new(client.clone());
         gc.track(&pods);
         gc.track(&replicasets);
         gc.track(&deployments);
         gc.track(&jobs);
+        gc.track(&daemonsets);
         tasks.extend(gc.build(&ctx));
     }
 
@@ -208,6 +215,7 @@ pub async fn run(client: kube::Client, config: Config) {
     tasks.push(nodes.run().boxed());
     tasks.push(leases.run().boxed());
     tasks.push(jobs.run().boxed());
+    tasks.push(daemonsets.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
     runtime::run_all(tasks).await;

@@ -119,6 +119,7 @@ impl Sim {
 
     /// Registers a Ready node with 8 CPUs, 16 GiB and 110 pods.
     pub async fn add_node(&mut self, name: &str) {
+        self.alive.lock().unwrap().insert(name.to_string(), true);
         let nodes: Api<Node> = Api::all(self.client.clone());
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
@@ -138,7 +139,6 @@ impl Sim {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
             .await
             .unwrap();
-        self.alive.lock().unwrap().insert(name.to_string(), true);
     }
 
     /// The node stops renewing its Lease and doing anything for its pods.
