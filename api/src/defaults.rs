@@ -49,6 +49,7 @@ pub fn apply(obj: &mut Object) {
         Object::StatefulSet(o) => default_stateful_set(o),
         Object::RoleBinding(o) => default_role_binding(o),
         Object::ClusterRoleBinding(o) => default_cluster_role_binding(o),
+        Object::HorizontalPodAutoscaler(o) => default_hpa(o),
         Object::ConfigMap(_)
         | Object::Event(_)
         | Object::ServiceAccount(_)
@@ -270,6 +271,27 @@ pub fn default_replica_set(rs: &mut ReplicaSet) {
     set_if_none(&mut spec.replicas, 1);
     if let Some(template) = spec.template.as_mut() {
         default_pod_template(template);
+    }
+}
+
+/// `minReplicas` 1, and with no metrics the default one: 80% average CPU utilisation.
+pub fn default_hpa(hpa: &mut crate::types::HorizontalPodAutoscaler) {
+    use k8s_openapi::api::autoscaling::v2::{MetricSpec, MetricTarget, ResourceMetricSource};
+    let spec = hpa.spec.get_or_insert_with(Default::default);
+    set_if_none(&mut spec.min_replicas, 1);
+    if spec.metrics.as_ref().is_none_or(|m| m.is_empty()) {
+        spec.metrics = Some(vec![MetricSpec {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".into(),
+                target: MetricTarget {
+                    type_: "Utilization".into(),
+                    average_utilization: Some(80),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        }]);
     }
 }
 

@@ -11,7 +11,7 @@ use thiserror::Error;
 use crate::registry::{self, ResourceInfo};
 use crate::types::{
     CertificateSigningRequest, ClusterRole, ClusterRoleBinding, ConfigMap, DaemonSet, Deployment,
-    EndpointSlice, Endpoints, Event, Job, Lease, Namespace, Node, Pod, ReplicaSet, Role,
+    EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Job, Lease, Namespace, Node, Pod, ReplicaSet, Role,
     RoleBinding, Secret, Service, ServiceAccount, StatefulSet,
 };
 use crate::{defaults, validation};
@@ -173,6 +173,7 @@ objects!(
     DaemonSet,
     StatefulSet,
     Job,
+    HorizontalPodAutoscaler,
     EndpointSlice,
     Lease,
     Role,

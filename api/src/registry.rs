@@ -305,6 +305,18 @@ static RESOURCES: &[ResourceInfo] = &[
         verbs: RESOURCE_VERBS,
     },
     ResourceInfo {
+        group: "autoscaling",
+        version: "v2",
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        short_names: &["hpa"],
+        scope: Namespaced,
+        subresources: &[status("autoscaling", "v2", "HorizontalPodAutoscaler")],
+        categories: ALL,
+        verbs: RESOURCE_VERBS,
+    },
+    ResourceInfo {
         group: "discovery.k8s.io",
         version: "v1",
         kind: "EndpointSlice",
@@ -597,10 +609,11 @@ mod tests {
             "RoleBinding",
             "ClusterRoleBinding",
             "CertificateSigningRequest",
+            "HorizontalPodAutoscaler",
         ] {
             assert_eq!(kinds.iter().filter(|k| **k == kind).count(), 1, "{kind}");
         }
-        assert_eq!(kinds.len(), 21);
+        assert_eq!(kinds.len(), 22);
     }
 
     #[test]
@@ -697,7 +710,8 @@ mod tests {
         assert!(gvs.contains(&("batch", "v1")));
         assert!(gvs.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(gvs.contains(&("certificates.k8s.io", "v1")));
-        assert_eq!(gvs.len(), 7);
+        assert!(gvs.contains(&("autoscaling", "v2")));
+        assert_eq!(gvs.len(), 8);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! metadata and status types every component handles alongside them.
 
 pub use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+pub use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 pub use k8s_openapi::api::batch::v1::Job;
 pub use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 pub use k8s_openapi::api::coordination::v1::Lease;

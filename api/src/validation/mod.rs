@@ -69,6 +69,7 @@ pub fn validate(obj: &Object) -> ErrorList {
         Object::RoleBinding(o) => validate_role_binding(o),
         Object::ClusterRoleBinding(o) => validate_cluster_role_binding(o),
         Object::CertificateSigningRequest(o) => validate_certificate_signing_request(o),
+        Object::HorizontalPodAutoscaler(o) => workloads::validate_horizontal_pod_autoscaler(o),
     }
 }
 

@@ -65,6 +65,13 @@ known_kinds!(
     ("apps", "v1", "DaemonSet", true, apps::v1::DaemonSet),
     ("apps", "v1", "StatefulSet", true, apps::v1::StatefulSet),
     ("autoscaling", "v1", "Scale", false, autoscaling::v1::Scale),
+    (
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        true,
+        autoscaling::v2::HorizontalPodAutoscaler
+    ),
     ("batch", "v1", "Job", true, batch::v1::Job),
     (
         "discovery.k8s.io",

@@ -138,6 +138,7 @@ pub(crate) fn for_kind(info: &ResourceInfo) -> &'static Printer {
         "Job" => &JOB,
         "EndpointSlice" => &ENDPOINT_SLICE,
         "Lease" => &LEASE,
+        "HorizontalPodAutoscaler" => &HPA,
         "RoleBinding" => &ROLE_BINDING,
         "ClusterRoleBinding" => &CLUSTER_ROLE_BINDING,
         "CertificateSigningRequest" => &CERTIFICATE_SIGNING_REQUEST,
@@ -1031,6 +1032,70 @@ fn print_lease(obj: &Value, now: Timestamp) -> Printed {
         .and_then(|s| s.holder_identity)
         .unwrap_or_default();
     Printed::cells(vec![name(obj), s(holder), age(obj, now)])
+}
+
+// ---- autoscaling ----
+
+const HPA_SPEC: &str = "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec";
+
+static HPA: Printer = Printer {
+    columns: &[
+        NAME,
+        string("Reference", Field(HPA_SPEC, "scaleTargetRef")),
+        string("Targets", Field(HPA_SPEC, "metrics")),
+        integer("MinPods", Field(HPA_SPEC, "minReplicas")),
+        integer("MaxPods", Field(HPA_SPEC, "maxReplicas")),
+        integer(
+            "Replicas",
+            Field(
+                "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus",
+                "currentReplicas",
+            ),
+        ),
+        AGE,
+    ],
+    print: print_hpa,
+};
+
+/// kubectl's columns: `Deployment/web`, `cpu: 40%/50%` (`<unknown>` before a measurement).
+fn print_hpa(obj: &Value, now: Timestamp) -> Printed {
+    let hpa: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler = decode(obj);
+    let spec = hpa.spec.unwrap_or_default();
+    let status = hpa.status.unwrap_or_default();
+    let reference = format!("{}/{}", spec.scale_target_ref.kind, spec.scale_target_ref.name);
+    let mut targets = Vec::new();
+    for (i, m) in spec.metrics.iter().flatten().enumerate() {
+        let Some(r) = &m.resource else {
+            targets.push("<unknown>".to_string());
+            continue;
+        };
+        let current = status
+            .current_metrics
+            .as_ref()
+            .and_then(|c| c.get(i))
+            .and_then(|c| c.resource.as_ref())
+            .and_then(|r| r.current.average_utilization)
+            .map_or("<unknown>".to_string(), |u| format!("{u}%"));
+        let target = r
+            .target
+            .average_utilization
+            .map_or("<unknown>".to_string(), |u| format!("{u}%"));
+        targets.push(format!("{}: {current}/{target}", r.name));
+    }
+    let targets = if targets.is_empty() {
+        "<none>".to_string()
+    } else {
+        targets.join(", ")
+    };
+    Printed::cells(vec![
+        name(obj),
+        s(reference),
+        s(targets),
+        json!(spec.min_replicas.unwrap_or(1)),
+        json!(spec.max_replicas),
+        json!(status.current_replicas.unwrap_or(0)),
+        age(obj, now),
+    ])
 }
 
 // ---- certificates ----
