@@ -630,3 +630,50 @@ async fn a_daemonset_follows_the_nodes_and_rolls_node_by_node() {
     assert_eq!(status.desired_number_scheduled, 4);
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_autoscaler_scales_up_on_cpu_and_down_after_its_window() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let mut opts = Options::default();
+    opts.controllers.hpa_sync_period = Duration::from_millis(500);
+    opts.controllers.hpa_downscale_stabilization = Duration::from_secs(3);
+    let sim = Sim::start(opts).await;
+    let ns = "default";
+    let mut d = deployment("web", 2, "a", 1, 0);
+    d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "100m"}});
+    sim.apply::<Deployment>(ns, d).await;
+    rolled_out(&sim, ns, "web", 2, "a", 60).await;
+    sim.apply::<HorizontalPodAutoscaler>(
+        ns,
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1, "maxReplicas": 6,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 50}}}],
+            },
+        }),
+    )
+    .await;
+    // 100m used of 100m requested: 200% of the target, so twice the pods.
+    *sim.metrics.usage.lock().unwrap() = Some(100);
+    rolled_out(&sim, ns, "web", 4, "a", 60).await;
+    let hpa: HorizontalPodAutoscaler = sim.api(ns).get("web").await.unwrap();
+    let status = hpa.status.unwrap();
+    assert_eq!(status.desired_replicas, 4);
+    let out = kubectl(&sim, &["get", "hpa", "web"]);
+    assert!(out.contains("Deployment/web"), "{out}");
+    // Idle: down to one, but only once the stabilisation window has passed.
+    *sim.metrics.usage.lock().unwrap() = Some(5);
+    let idle = tokio::time::Instant::now();
+    rolled_out(&sim, ns, "web", 1, "a", 60).await;
+    assert!(
+        idle.elapsed() >= Duration::from_secs(2),
+        "scaled down after {:?}, inside the 3 s window",
+        idle.elapsed()
+    );
+    sim.stop().await;
+}

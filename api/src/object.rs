@@ -11,8 +11,8 @@ use thiserror::Error;
 use crate::registry::{self, ResourceInfo};
 use crate::types::{
     CertificateSigningRequest, ClusterRole, ClusterRoleBinding, ConfigMap, DaemonSet, Deployment,
-    EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Job, Lease, Namespace, Node, Pod, ReplicaSet, Role,
-    RoleBinding, Secret, Service, ServiceAccount, StatefulSet,
+    EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Job, Lease, Namespace, Node, Pod,
+    ReplicaSet, Role, RoleBinding, Secret, Service, ServiceAccount, StatefulSet,
 };
 use crate::{defaults, validation};
 

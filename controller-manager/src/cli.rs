@@ -37,6 +37,12 @@ pub struct Args {
     /// The first delay before a Job replaces a failed pod; it doubles up to 6 minutes.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub job_backoff: Duration,
+    /// How often each autoscaler looks at its metrics.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// How far back an autoscaler looks for a higher recommendation before scaling down.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -76,6 +82,8 @@ impl Args {
             default_unreachable_toleration_seconds: 300,
             node_fencing: true,
             job_backoff: Duration::from_secs(10),
+            horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
+            horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
         }
     }
 
@@ -89,6 +97,8 @@ impl Args {
             ),
             fencing: self.node_fencing,
             job_backoff: self.job_backoff,
+            hpa_sync_period: self.horizontal_pod_autoscaler_sync_period,
+            hpa_downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
         }
     }
 }

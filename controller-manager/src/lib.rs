@@ -9,6 +9,7 @@
 //! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
 //! - [`daemonset`]: one pod per node, rolling updates;
 //! - [`job`]: completions, parallelism, back-off, deadlines, TTL;
+//! - [`hpa`]: horizontal pod autoscaling on CPU utilisation;
 //! - [`gc`]: owner references, foreground and orphan deletion;
 //! - [`nodelifecycle`]: unreachable nodes, taint-based eviction, fencing.
 //!
@@ -22,6 +23,7 @@ pub mod deployment;
 pub mod events;
 pub mod expectations;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod leader;
 pub mod nodelifecycle;
@@ -35,6 +37,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
@@ -83,6 +86,10 @@ pub struct Config {
     pub fencing: bool,
     /// The first delay before a Job replaces a failed pod (doubling, at most 6 minutes).
     pub job_backoff: Duration,
+    /// How often each autoscaler looks at its metrics.
+    pub hpa_sync_period: Duration,
+    /// How far back an autoscaler looks for a higher recommendation before scaling down.
+    pub hpa_downscale_stabilization: Duration,
 }
 
 impl Default for Config {
@@ -94,6 +101,8 @@ impl Default for Config {
             default_unreachable_toleration: Duration::from_secs(300),
             fencing: true,
             job_backoff: Duration::from_secs(10),
+            hpa_sync_period: Duration::from_secs(15),
+            hpa_downscale_stabilization: Duration::from_secs(300),
         }
     }
 }
@@ -110,6 +119,9 @@ pub struct Ctx {
     pub nodes: Arc<Cache<Node>>,
     pub jobs: Arc<Cache<Job>>,
     pub daemonsets: Arc<Cache<DaemonSet>>,
+    pub hpas: Arc<Cache<HorizontalPodAutoscaler>>,
+    pub metrics: Arc<dyn hpa::Metrics>,
+    pub recommendations: hpa::Recommendations,
     pub heartbeats: nodelifecycle::Heartbeats,
 }
 
@@ -129,6 +141,16 @@ pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
 /// Runs every controller until the process stops (or the future is dropped, as leader
 /// election does when leadership is lost). Each call starts from fresh watches.
 pub async fn run(client: kube::Client, config: Config) {
+    let metrics = Arc::new(hpa::MetricsApi(client.clone()));
+    run_with_metrics(client, config, metrics).await
+}
+
+/// [`run`] with another source of pod metrics for the autoscaler (tests).
+pub async fn run_with_metrics(
+    client: kube::Client,
+    config: Config,
+    metrics: Arc<dyn hpa::Metrics>,
+) {
     let pods = Informer::indexed(
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -137,6 +159,7 @@ pub async fn run(client: kube::Client, config: Config) {
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let jobs = Informer::new(Api::<Job>::all(client.clone()));
     let daemonsets = Informer::new(Api::<DaemonSet>::all(client.clone()));
+    let hpas = Informer::new(Api::<HorizontalPodAutoscaler>::all(client.clone()));
     let leases = Informer::new(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
@@ -151,6 +174,9 @@ pub async fn run(client: kube::Client, config: Config) {
         nodes: nodes.cache(),
         jobs: jobs.cache(),
         daemonsets: daemonsets.cache(),
+        hpas: hpas.cache(),
+        metrics,
+        recommendations: hpa::Recommendations::default(),
         heartbeats: nodelifecycle::Heartbeats::default(),
     });
     let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
@@ -199,6 +225,7 @@ pub async fn run(client: kube::Client, config: Config) {
     ));
     tasks.extend(job::register(&ctx, &jobs, &pods));
     tasks.extend(daemonset::register(&ctx, &daemonsets, &pods, &nodes));
+    tasks.extend(hpa::register(&ctx, &hpas));
     {
         let mut gc = gc::Builder::new(client.clone());
         gc.track(&pods);
@@ -216,6 +243,7 @@ pub async fn run(client: kube::Client, config: Config) {
     tasks.push(leases.run().boxed());
     tasks.push(jobs.run().boxed());
     tasks.push(daemonsets.run().boxed());
+    tasks.push(hpas.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
     runtime::run_all(tasks).await;

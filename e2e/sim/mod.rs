@@ -53,8 +53,38 @@ impl Default for Options {
     }
 }
 
+/// CPU usage the autoscaler reads: the same for every pod the selector matches, in
+/// millicores (`None`: no metrics).
+pub struct FakeMetrics {
+    pub client: kube::Client,
+    pub usage: Mutex<Option<i64>>,
+}
+
+impl berth_controller_manager::hpa::Metrics for FakeMetrics {
+    fn pod_cpu<'a>(
+        &'a self,
+        namespace: &'a str,
+        selector: &'a str,
+    ) -> futures::future::BoxFuture<'a, kube::Result<std::collections::HashMap<String, i64>>> {
+        Box::pin(async move {
+            let Some(usage) = *self.usage.lock().unwrap() else {
+                return Ok(Default::default());
+            };
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let list = pods.list(&ListParams::default().labels(selector)).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .map(|n| (n, usage))
+                .collect())
+        })
+    }
+}
+
 pub struct Sim {
     pub cp: Option<ControlPlane>,
+    pub metrics: Arc<FakeMetrics>,
     pub dir: tempfile::TempDir,
     pub client: kube::Client,
     pub opts: Options,
@@ -89,6 +119,10 @@ impl Sim {
             .await
             .unwrap();
         let mut sim = Sim {
+            metrics: Arc::new(FakeMetrics {
+                client: client.clone(),
+                usage: Mutex::new(None),
+            }),
             cp: Some(cp),
             dir,
             client,
@@ -149,7 +183,10 @@ impl Sim {
     pub fn start_controller_manager(&mut self) {
         let client = self.client.clone();
         let cfg = self.opts.controllers.clone();
-        self.controller_manager = Some(tokio::spawn(berth_controller_manager::run(client, cfg)));
+        let metrics = self.metrics.clone();
+        self.controller_manager = Some(tokio::spawn(berth_controller_manager::run_with_metrics(
+            client, cfg, metrics,
+        )));
     }
 
     /// Kills the controller-manager wherever it is (its in-flight requests are dropped).

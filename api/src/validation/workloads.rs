@@ -798,10 +798,16 @@ pub fn validate_horizontal_pod_autoscaler(
     };
     let target = &spec.scale_target_ref;
     if target.kind.is_empty() {
-        errs.push(FieldError::required(&p.child("scaleTargetRef").child("kind"), ""));
+        errs.push(FieldError::required(
+            &p.child("scaleTargetRef").child("kind"),
+            "",
+        ));
     }
     if target.name.is_empty() {
-        errs.push(FieldError::required(&p.child("scaleTargetRef").child("name"), ""));
+        errs.push(FieldError::required(
+            &p.child("scaleTargetRef").child("name"),
+            "",
+        ));
     }
     let min = spec.min_replicas.unwrap_or(1);
     if min < 1 {
@@ -831,11 +837,16 @@ pub fn validate_horizontal_pod_autoscaler(
                 None => errs.push(FieldError::required(&mp.child("resource"), "")),
                 Some(r) => {
                     if r.name.is_empty() {
-                        errs.push(FieldError::required(&mp.child("resource").child("name"), ""));
+                        errs.push(FieldError::required(
+                            &mp.child("resource").child("name"),
+                            "",
+                        ));
                     }
                     if r.target.average_utilization.is_some_and(|u| u <= 0) {
                         errs.push(FieldError::invalid(
-                            &mp.child("resource").child("target").child("averageUtilization"),
+                            &mp.child("resource")
+                                .child("target")
+                                .child("averageUtilization"),
                             r.target.average_utilization,
                             "must be greater than 0",
                         ));

@@ -1062,7 +1062,10 @@ fn print_hpa(obj: &Value, now: Timestamp) -> Printed {
     let hpa: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler = decode(obj);
     let spec = hpa.spec.unwrap_or_default();
     let status = hpa.status.unwrap_or_default();
-    let reference = format!("{}/{}", spec.scale_target_ref.kind, spec.scale_target_ref.name);
+    let reference = format!(
+        "{}/{}",
+        spec.scale_target_ref.kind, spec.scale_target_ref.name
+    );
     let mut targets = Vec::new();
     for (i, m) in spec.metrics.iter().flatten().enumerate() {
         let Some(r) = &m.resource else {
