@@ -429,6 +429,84 @@ fn validate_job_spec(spec: &JobSpec, path: &Path) -> ErrorList {
     errs
 }
 
+/// `autoscaling/v2` HorizontalPodAutoscaler: a target to scale, `1 <= minReplicas <=
+/// maxReplicas`, and resource metrics naming a resource and a target.
+pub fn validate_horizontal_pod_autoscaler(
+    hpa: &crate::types::HorizontalPodAutoscaler,
+) -> ErrorList {
+    let mut errs = validate_object_meta(
+        &hpa.metadata,
+        true,
+        NameRule::Dns1123Subdomain,
+        &Path::new("metadata"),
+    );
+    let p = Path::new("spec");
+    let Some(spec) = &hpa.spec else {
+        errs.push(FieldError::required(&p, ""));
+        return errs;
+    };
+    let target = &spec.scale_target_ref;
+    if target.kind.is_empty() {
+        errs.push(FieldError::required(
+            &p.child("scaleTargetRef").child("kind"),
+            "",
+        ));
+    }
+    if target.name.is_empty() {
+        errs.push(FieldError::required(
+            &p.child("scaleTargetRef").child("name"),
+            "",
+        ));
+    }
+    let min = spec.min_replicas.unwrap_or(1);
+    if min < 1 {
+        errs.push(FieldError::invalid(
+            &p.child("minReplicas"),
+            min,
+            "must be greater than or equal to 1",
+        ));
+    }
+    if spec.max_replicas < 1 {
+        errs.push(FieldError::invalid(
+            &p.child("maxReplicas"),
+            spec.max_replicas,
+            "must be greater than or equal to 1",
+        ));
+    } else if spec.max_replicas < min {
+        errs.push(FieldError::invalid(
+            &p.child("maxReplicas"),
+            spec.max_replicas,
+            "must be greater than or equal to `minReplicas`",
+        ));
+    }
+    for (i, m) in spec.metrics.iter().flatten().enumerate() {
+        let mp = p.child("metrics").index(i);
+        if m.type_ == "Resource" {
+            match &m.resource {
+                None => errs.push(FieldError::required(&mp.child("resource"), "")),
+                Some(r) => {
+                    if r.name.is_empty() {
+                        errs.push(FieldError::required(
+                            &mp.child("resource").child("name"),
+                            "",
+                        ));
+                    }
+                    if r.target.average_utilization.is_some_and(|u| u <= 0) {
+                        errs.push(FieldError::invalid(
+                            &mp.child("resource")
+                                .child("target")
+                                .child("averageUtilization"),
+                            r.target.average_utilization,
+                            "must be greater than 0",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    errs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,82 +856,4 @@ mod tests {
             "spec.selector.matchExpressions[0].values",
         );
     }
-}
-
-/// `autoscaling/v2` HorizontalPodAutoscaler: a target to scale, `1 <= minReplicas <=
-/// maxReplicas`, and resource metrics naming a resource and a target.
-pub fn validate_horizontal_pod_autoscaler(
-    hpa: &crate::types::HorizontalPodAutoscaler,
-) -> ErrorList {
-    let mut errs = validate_object_meta(
-        &hpa.metadata,
-        true,
-        NameRule::Dns1123Subdomain,
-        &Path::new("metadata"),
-    );
-    let p = Path::new("spec");
-    let Some(spec) = &hpa.spec else {
-        errs.push(FieldError::required(&p, ""));
-        return errs;
-    };
-    let target = &spec.scale_target_ref;
-    if target.kind.is_empty() {
-        errs.push(FieldError::required(
-            &p.child("scaleTargetRef").child("kind"),
-            "",
-        ));
-    }
-    if target.name.is_empty() {
-        errs.push(FieldError::required(
-            &p.child("scaleTargetRef").child("name"),
-            "",
-        ));
-    }
-    let min = spec.min_replicas.unwrap_or(1);
-    if min < 1 {
-        errs.push(FieldError::invalid(
-            &p.child("minReplicas"),
-            min,
-            "must be greater than or equal to 1",
-        ));
-    }
-    if spec.max_replicas < 1 {
-        errs.push(FieldError::invalid(
-            &p.child("maxReplicas"),
-            spec.max_replicas,
-            "must be greater than or equal to 1",
-        ));
-    } else if spec.max_replicas < min {
-        errs.push(FieldError::invalid(
-            &p.child("maxReplicas"),
-            spec.max_replicas,
-            "must be greater than or equal to `minReplicas`",
-        ));
-    }
-    for (i, m) in spec.metrics.iter().flatten().enumerate() {
-        let mp = p.child("metrics").index(i);
-        if m.type_ == "Resource" {
-            match &m.resource {
-                None => errs.push(FieldError::required(&mp.child("resource"), "")),
-                Some(r) => {
-                    if r.name.is_empty() {
-                        errs.push(FieldError::required(
-                            &mp.child("resource").child("name"),
-                            "",
-                        ));
-                    }
-                    if r.target.average_utilization.is_some_and(|u| u <= 0) {
-                        errs.push(FieldError::invalid(
-                            &mp.child("resource")
-                                .child("target")
-                                .child("averageUtilization"),
-                            r.target.average_utilization,
-                            "must be greater than 0",
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    errs
 }
