@@ -544,34 +544,33 @@ fn prune_dry_run_directories_edit_and_rollout() {
         "Edit cancelled, no changes made.\n"
     );
 
-    // rollout: status without a controller, history and undo from owned ReplicaSets.
+    // rollout, with the controller-manager `berth server` runs: no node runs the pods, so the
+    // rollout waits; history and undo follow the ReplicaSets the controller makes.
     s.ok_stdin(&["apply", "-f", "-"], Some(WEB));
-    let out = s.ok(&["rollout", "status", "deploy/web", "--watch=false"]);
-    assert_eq!(
-        out,
-        "Waiting for deployment spec update to be observed...\n"
-    );
+    let eventually = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !check() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    eventually("the rollout to be observed", &|| {
+        s.ok(&["rollout", "status", "deploy/web", "--watch=false"])
+            == "Waiting for deployment \"web\" rollout to finish: 0 of 2 updated replicas are available...\n"
+    });
     let err = s.fails(&["rollout", "status", "deploy/web", "--timeout=1s"]);
     assert!(err.contains("timed out"), "{err}");
-    let uid = s.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"]);
-    let rs = |revision: u32, image: &str| {
-        format!(
-            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-{revision}\n  labels: {{app: web}}\n  annotations: {{deployment.kubernetes.io/revision: \"{revision}\"}}\n  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: {uid}, controller: true}}]\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web, pod-template-hash: h{revision}}}}}\n    spec:\n      containers: [{{name: nginx, image: \"{image}\"}}]\n"
-        )
-    };
     s.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&format!(
-            "{}---\n{}",
-            rs(1, "nginx:1.26"),
-            rs(2, "nginx:1.27")
-        )),
+        Some(&WEB.replacen("nginx:1.27", "nginx:1.28", 1)),
     );
-    let out = s.ok(&["rollout", "history", "deploy/web"]);
-    assert_eq!(
-        out,
-        "deployment.apps/web\nREVISION   CHANGE-CAUSE\n1          <none>\n2          <none>\n"
-    );
+    eventually("two revisions", &|| {
+        s.ok(&["rollout", "history", "deploy/web"])
+            == "deployment.apps/web\nREVISION   CHANGE-CAUSE\n1          <none>\n2          <none>\n"
+    });
     assert_eq!(
         s.ok(&["rollout", "undo", "deploy/web"]),
         "deployment.apps/web rolled back\n"
@@ -584,6 +583,11 @@ fn prune_dry_run_directories_edit_and_rollout() {
             "-o",
             "jsonpath={.spec.template.spec.containers[0].image}"
         ]),
-        "nginx:1.26"
+        "nginx:1.27"
     );
+    // The controller takes the first ReplicaSet back as revision 3.
+    eventually("revision 3", &|| {
+        s.ok(&["rollout", "history", "deploy/web"])
+            == "deployment.apps/web\nREVISION   CHANGE-CAUSE\n2          <none>\n3          <none>\n"
+    });
 }
