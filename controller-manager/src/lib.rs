@@ -7,7 +7,8 @@
 //! exactly) and a thin async `reconcile` that applies it:
 //!
 //! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
-//! - [`gc`]: owner references, foreground and orphan deletion.
+//! - [`gc`]: owner references, foreground and orphan deletion;
+//! - [`serviceaccount`]: the `default` ServiceAccount of every Namespace.
 //!
 //! Shared with the other components: [`leader`] (leader election on a Lease) and
 //! [`events`] (the event recorder).
@@ -22,13 +23,14 @@ pub mod leader;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
+pub mod serviceaccount;
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, ServiceAccount};
 use kube::{Api, Resource};
 
 use crate::expectations::Expectations;
@@ -79,6 +81,8 @@ pub struct Ctx {
     pub pods: Arc<Cache<Pod>>,
     pub replicasets: Arc<Cache<ReplicaSet>>,
     pub deployments: Arc<Cache<Deployment>>,
+    pub namespaces: Arc<Cache<Namespace>>,
+    pub serviceaccounts: Arc<Cache<ServiceAccount>>,
 }
 
 /// A reference to `obj` for events.
@@ -100,6 +104,8 @@ pub async fn run(client: kube::Client, config: Config) {
     let pods = Informer::new(Api::<Pod>::all(client.clone()));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
+    let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
+    let serviceaccounts = Informer::new(Api::<ServiceAccount>::all(client.clone()));
     let ctx = Arc::new(Ctx {
         events: events::Recorder::start(client.clone(), "berth-controller-manager", None),
         client: client.clone(),
@@ -108,6 +114,8 @@ pub async fn run(client: kube::Client, config: Config) {
         pods: pods.cache(),
         replicasets: replicasets.cache(),
         deployments: deployments.cache(),
+        namespaces: namespaces.cache(),
+        serviceaccounts: serviceaccounts.cache(),
     });
     let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
 
@@ -153,10 +161,17 @@ pub async fn run(client: kube::Client, config: Config) {
         &replicasets,
         &pods,
     ));
+    tasks.extend(serviceaccount::register(
+        &ctx,
+        &namespaces,
+        &serviceaccounts,
+    ));
     tasks.extend(gc::register(&ctx, &pods, &replicasets, &deployments));
 
     tasks.push(pods.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
+    tasks.push(namespaces.run().boxed());
+    tasks.push(serviceaccounts.run().boxed());
     runtime::run_all(tasks).await;
 }
