@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::ipam::{self, Cidr};
 use crate::leader::{self, LeaseConfig};
 use crate::Config;
 
@@ -20,6 +21,15 @@ pub struct Args {
     /// Workers per controller.
     #[arg(long, default_value_t = 4)]
     pub concurrent_syncs: usize,
+    /// Give each Node a pod CIDR (`spec.podCIDR`) from --cluster-cidr.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
+    /// The pod network that node CIDRs are cut from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: Cidr,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
 }
 
 impl Args {
@@ -28,12 +38,18 @@ impl Args {
             kubeconfig,
             leader_elect: true,
             concurrent_syncs: 4,
+            allocate_node_cidrs: Config::default().allocate_node_cidrs,
+            cluster_cidr: Config::default().cluster_cidr,
+            node_cidr_mask_size: Config::default().node_cidr_mask_size,
         }
     }
 
     pub fn config(&self) -> Config {
         Config {
             workers: self.concurrent_syncs,
+            allocate_node_cidrs: self.allocate_node_cidrs,
+            cluster_cidr: self.cluster_cidr,
+            node_cidr_mask_size: self.node_cidr_mask_size,
         }
     }
 }
@@ -52,6 +68,10 @@ pub async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client>
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = client_from(&args.kubeconfig).await?;
     let config = args.config();
+    if config.allocate_node_cidrs {
+        ipam::check_mask(config.cluster_cidr, config.node_cidr_mask_size)
+            .context("--node-cidr-mask-size")?;
+    }
     if !args.leader_elect {
         crate::run(client, config).await;
         return Ok(());

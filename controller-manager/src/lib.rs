@@ -8,6 +8,7 @@
 //!
 //! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
 //! - [`gc`]: owner references, foreground and orphan deletion;
+//! - [`ipam`]: pod CIDRs of Nodes;
 //! - [`serviceaccount`]: the `default` ServiceAccount of every Namespace.
 //!
 //! Shared with the other components: [`leader`] (leader election on a Lease) and
@@ -19,6 +20,7 @@ pub mod deployment;
 pub mod events;
 pub mod expectations;
 pub mod gc;
+pub mod ipam;
 pub mod leader;
 pub mod pods;
 pub mod replicaset;
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, ServiceAccount};
 use kube::{Api, Resource};
 
 use crate::expectations::Expectations;
@@ -64,11 +66,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Config {
     /// Workers per controller.
     pub workers: usize,
+    /// Give each Node a pod CIDR from `cluster_cidr`.
+    pub allocate_node_cidrs: bool,
+    /// The pod network that node CIDRs are cut from.
+    pub cluster_cidr: ipam::Cidr,
+    /// Prefix length of each node's pod CIDR.
+    pub node_cidr_mask_size: u8,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { workers: 4 }
+        Self {
+            workers: 4,
+            allocate_node_cidrs: true,
+            cluster_cidr: ipam::Cidr::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16)
+                .expect("a valid prefix"),
+            node_cidr_mask_size: 24,
+        }
     }
 }
 
@@ -81,6 +95,7 @@ pub struct Ctx {
     pub pods: Arc<Cache<Pod>>,
     pub replicasets: Arc<Cache<ReplicaSet>>,
     pub deployments: Arc<Cache<Deployment>>,
+    pub nodes: Arc<Cache<Node>>,
     pub namespaces: Arc<Cache<Namespace>>,
     pub serviceaccounts: Arc<Cache<ServiceAccount>>,
 }
@@ -104,6 +119,7 @@ pub async fn run(client: kube::Client, config: Config) {
     let pods = Informer::new(Api::<Pod>::all(client.clone()));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
+    let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
     let serviceaccounts = Informer::new(Api::<ServiceAccount>::all(client.clone()));
     let ctx = Arc::new(Ctx {
@@ -114,6 +130,7 @@ pub async fn run(client: kube::Client, config: Config) {
         pods: pods.cache(),
         replicasets: replicasets.cache(),
         deployments: deployments.cache(),
+        nodes: nodes.cache(),
         namespaces: namespaces.cache(),
         serviceaccounts: serviceaccounts.cache(),
     });
@@ -161,6 +178,7 @@ pub async fn run(client: kube::Client, config: Config) {
         &replicasets,
         &pods,
     ));
+    tasks.extend(ipam::register(&ctx, &nodes));
     tasks.extend(serviceaccount::register(
         &ctx,
         &namespaces,
@@ -171,6 +189,7 @@ pub async fn run(client: kube::Client, config: Config) {
     tasks.push(pods.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
+    tasks.push(nodes.run().boxed());
     tasks.push(namespaces.run().boxed());
     tasks.push(serviceaccounts.run().boxed());
     runtime::run_all(tasks).await;
