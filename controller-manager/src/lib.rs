@@ -8,6 +8,7 @@
 //!
 //! - [`replicaset`], [`deployment`]: replicas, rolling updates, history and rollback;
 //! - [`gc`]: owner references, foreground and orphan deletion;
+//! - [`endpoints`]: Endpoints and EndpointSlices of Services with selectors;
 //! - [`ipam`]: pod CIDRs of Nodes;
 //! - [`serviceaccount`]: the `default` ServiceAccount of every Namespace.
 //!
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -32,7 +34,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, ObjectReference, Pod, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Resource};
 
 use crate::expectations::Expectations;
@@ -95,6 +100,9 @@ pub struct Ctx {
     pub pods: Arc<Cache<Pod>>,
     pub replicasets: Arc<Cache<ReplicaSet>>,
     pub deployments: Arc<Cache<Deployment>>,
+    pub services: Arc<Cache<Service>>,
+    pub endpoints: Arc<Cache<Endpoints>>,
+    pub endpointslices: Arc<Cache<EndpointSlice>>,
     pub nodes: Arc<Cache<Node>>,
     pub namespaces: Arc<Cache<Namespace>>,
     pub serviceaccounts: Arc<Cache<ServiceAccount>>,
@@ -119,6 +127,9 @@ pub async fn run(client: kube::Client, config: Config) {
     let pods = Informer::new(Api::<Pod>::all(client.clone()));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
+    let services = Informer::new(Api::<Service>::all(client.clone()));
+    let endpoints = Informer::new(Api::<Endpoints>::all(client.clone()));
+    let endpointslices = Informer::new(Api::<EndpointSlice>::all(client.clone()));
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
     let serviceaccounts = Informer::new(Api::<ServiceAccount>::all(client.clone()));
@@ -130,6 +141,9 @@ pub async fn run(client: kube::Client, config: Config) {
         pods: pods.cache(),
         replicasets: replicasets.cache(),
         deployments: deployments.cache(),
+        services: services.cache(),
+        endpoints: endpoints.cache(),
+        endpointslices: endpointslices.cache(),
         nodes: nodes.cache(),
         namespaces: namespaces.cache(),
         serviceaccounts: serviceaccounts.cache(),
@@ -178,17 +192,35 @@ pub async fn run(client: kube::Client, config: Config) {
         &replicasets,
         &pods,
     ));
+    tasks.extend(endpoints::register(
+        &ctx,
+        &services,
+        &pods,
+        &endpoints,
+        &endpointslices,
+    ));
     tasks.extend(ipam::register(&ctx, &nodes));
     tasks.extend(serviceaccount::register(
         &ctx,
         &namespaces,
         &serviceaccounts,
     ));
-    tasks.extend(gc::register(&ctx, &pods, &replicasets, &deployments));
+    // The collector also tracks Services and their EndpointSlices, so a Service's slices go
+    // with it.
+    let mut collector = gc::Builder::new(client.clone());
+    collector.track(&pods);
+    collector.track(&replicasets);
+    collector.track(&deployments);
+    collector.track(&services);
+    collector.track(&endpointslices);
+    tasks.extend(collector.build(&ctx));
 
     tasks.push(pods.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
+    tasks.push(services.run().boxed());
+    tasks.push(endpoints.run().boxed());
+    tasks.push(endpointslices.run().boxed());
     tasks.push(nodes.run().boxed());
     tasks.push(namespaces.run().boxed());
     tasks.push(serviceaccounts.run().boxed());
