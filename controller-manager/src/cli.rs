@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::ipam::{self, Cidr};
 use crate::leader::{self, LeaseConfig};
 use crate::Config;
 
@@ -43,6 +44,15 @@ pub struct Args {
     /// How far back an autoscaler looks for a higher recommendation before scaling down.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// Give each Node a pod CIDR (`spec.podCIDR`) from --cluster-cidr.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
+    /// The pod network that node CIDRs are cut from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: Cidr,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -84,6 +94,9 @@ impl Args {
             job_backoff: Duration::from_secs(10),
             horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
             horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
+            allocate_node_cidrs: Config::default().allocate_node_cidrs,
+            cluster_cidr: Config::default().cluster_cidr,
+            node_cidr_mask_size: Config::default().node_cidr_mask_size,
         }
     }
 
@@ -99,6 +112,9 @@ impl Args {
             job_backoff: self.job_backoff,
             hpa_sync_period: self.horizontal_pod_autoscaler_sync_period,
             hpa_downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+            allocate_node_cidrs: self.allocate_node_cidrs,
+            cluster_cidr: self.cluster_cidr,
+            node_cidr_mask_size: self.node_cidr_mask_size,
         }
     }
 }
@@ -117,6 +133,10 @@ pub async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client>
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = client_from(&args.kubeconfig).await?;
     let config = args.config();
+    if config.allocate_node_cidrs {
+        ipam::check_mask(config.cluster_cidr, config.node_cidr_mask_size)
+            .context("--node-cidr-mask-size")?;
+    }
     if !args.leader_elect {
         crate::run(client, config).await;
         return Ok(());

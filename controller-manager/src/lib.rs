@@ -11,7 +11,10 @@
 //! - [`job`]: completions, parallelism, back-off, deadlines, TTL;
 //! - [`hpa`]: horizontal pod autoscaling on CPU utilisation;
 //! - [`gc`]: owner references, foreground and orphan deletion;
-//! - [`nodelifecycle`]: unreachable nodes, taint-based eviction, fencing.
+//! - [`nodelifecycle`]: unreachable nodes, taint-based eviction, fencing;
+//! - [`endpoints`]: Endpoints and EndpointSlices of Services with selectors;
+//! - [`ipam`]: pod CIDRs of Nodes;
+//! - [`serviceaccount`]: the `default` ServiceAccount of every Namespace.
 //!
 //! Shared with the other components: [`leader`] (leader election on a Lease) and
 //! [`events`] (the event recorder).
@@ -20,16 +23,19 @@
 pub mod cli;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod hpa;
+pub mod ipam;
 pub mod job;
 pub mod leader;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
+pub mod serviceaccount;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +46,10 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, ObjectReference, Pod, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::{Api, Resource};
 
@@ -90,6 +99,12 @@ pub struct Config {
     pub hpa_sync_period: Duration,
     /// How far back an autoscaler looks for a higher recommendation before scaling down.
     pub hpa_downscale_stabilization: Duration,
+    /// Give each Node a pod CIDR from `cluster_cidr`.
+    pub allocate_node_cidrs: bool,
+    /// The pod network that node CIDRs are cut from.
+    pub cluster_cidr: ipam::Cidr,
+    /// Prefix length of each node's pod CIDR.
+    pub node_cidr_mask_size: u8,
 }
 
 impl Default for Config {
@@ -103,6 +118,10 @@ impl Default for Config {
             job_backoff: Duration::from_secs(10),
             hpa_sync_period: Duration::from_secs(15),
             hpa_downscale_stabilization: Duration::from_secs(300),
+            allocate_node_cidrs: true,
+            cluster_cidr: ipam::Cidr::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16)
+                .expect("a valid prefix"),
+            node_cidr_mask_size: 24,
         }
     }
 }
@@ -116,13 +135,18 @@ pub struct Ctx {
     pub pods: Arc<Cache<Pod>>,
     pub replicasets: Arc<Cache<ReplicaSet>>,
     pub deployments: Arc<Cache<Deployment>>,
-    pub nodes: Arc<Cache<Node>>,
     pub jobs: Arc<Cache<Job>>,
     pub daemonsets: Arc<Cache<DaemonSet>>,
     pub hpas: Arc<Cache<HorizontalPodAutoscaler>>,
     pub metrics: Arc<dyn hpa::Metrics>,
     pub recommendations: hpa::Recommendations,
     pub heartbeats: nodelifecycle::Heartbeats,
+    pub services: Arc<Cache<Service>>,
+    pub endpoints: Arc<Cache<Endpoints>>,
+    pub endpointslices: Arc<Cache<EndpointSlice>>,
+    pub nodes: Arc<Cache<Node>>,
+    pub namespaces: Arc<Cache<Namespace>>,
+    pub serviceaccounts: Arc<Cache<ServiceAccount>>,
 }
 
 /// A reference to `obj` for events.
@@ -163,6 +187,11 @@ pub async fn run_with_metrics(
     let leases = Informer::new(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()));
+    let services = Informer::new(Api::<Service>::all(client.clone()));
+    let endpoints = Informer::new(Api::<Endpoints>::all(client.clone()));
+    let endpointslices = Informer::new(Api::<EndpointSlice>::all(client.clone()));
+    let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
+    let serviceaccounts = Informer::new(Api::<ServiceAccount>::all(client.clone()));
     let ctx = Arc::new(Ctx {
         events: events::Recorder::start(client.clone(), "berth-controller-manager", None),
         client: client.clone(),
@@ -171,13 +200,18 @@ pub async fn run_with_metrics(
         pods: pods.cache(),
         replicasets: replicasets.cache(),
         deployments: deployments.cache(),
-        nodes: nodes.cache(),
         jobs: jobs.cache(),
         daemonsets: daemonsets.cache(),
         hpas: hpas.cache(),
         metrics,
         recommendations: hpa::Recommendations::default(),
         heartbeats: nodelifecycle::Heartbeats::default(),
+        services: services.cache(),
+        endpoints: endpoints.cache(),
+        endpointslices: endpointslices.cache(),
+        nodes: nodes.cache(),
+        namespaces: namespaces.cache(),
+        serviceaccounts: serviceaccounts.cache(),
     });
     let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
 
@@ -226,17 +260,32 @@ pub async fn run_with_metrics(
     tasks.extend(job::register(&ctx, &jobs, &pods));
     tasks.extend(daemonset::register(&ctx, &daemonsets, &pods, &nodes));
     tasks.extend(hpa::register(&ctx, &hpas));
-    {
-        let mut gc = gc::Builder::new(client.clone());
-        gc.track(&pods);
-        gc.track(&replicasets);
-        gc.track(&deployments);
-        gc.track(&jobs);
-        gc.track(&daemonsets);
-        tasks.extend(gc.build(&ctx));
-    }
 
     tasks.extend(nodelifecycle::register(&ctx, &nodes, &leases));
+    tasks.extend(endpoints::register(
+        &ctx,
+        &services,
+        &pods,
+        &endpoints,
+        &endpointslices,
+    ));
+    tasks.extend(ipam::register(&ctx, &nodes));
+    tasks.extend(serviceaccount::register(
+        &ctx,
+        &namespaces,
+        &serviceaccounts,
+    ));
+    // The collector also tracks Services and their EndpointSlices, so a Service's slices go
+    // with it.
+    let mut collector = gc::Builder::new(client.clone());
+    collector.track(&pods);
+    collector.track(&replicasets);
+    collector.track(&deployments);
+    collector.track(&jobs);
+    collector.track(&daemonsets);
+    collector.track(&services);
+    collector.track(&endpointslices);
+    tasks.extend(collector.build(&ctx));
 
     tasks.push(pods.run().boxed());
     tasks.push(nodes.run().boxed());
@@ -246,5 +295,10 @@ pub async fn run_with_metrics(
     tasks.push(hpas.run().boxed());
     tasks.push(replicasets.run().boxed());
     tasks.push(deployments.run().boxed());
+    tasks.push(services.run().boxed());
+    tasks.push(endpoints.run().boxed());
+    tasks.push(endpointslices.run().boxed());
+    tasks.push(namespaces.run().boxed());
+    tasks.push(serviceaccounts.run().boxed());
     runtime::run_all(tasks).await;
 }
