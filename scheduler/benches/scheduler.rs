@@ -10,7 +10,8 @@
 //!    same client, as many in flight as the scheduler's bindings.
 //!
 //! `cargo bench -p berth-scheduler --bench scheduler -- --nodes 5000 --pods 10000` (the
-//! defaults); `--nodes 200 --pods 500` is the smoke size; `--decisions-only` skips part 2.
+//! defaults); `--nodes 200 --pods 500` is the smoke size; `--decisions-only` skips part 2;
+//! `--in-flight K` sets the bindings in flight (default 64).
 #![allow(clippy::print_stdout)]
 
 #[path = "../tests/common/mod.rs"]
@@ -33,6 +34,7 @@ struct Args {
     nodes: usize,
     pods: usize,
     decisions_only: bool,
+    in_flight: usize,
 }
 
 fn args() -> Args {
@@ -40,6 +42,7 @@ fn args() -> Args {
         nodes: 5000,
         pods: 10000,
         decisions_only: false,
+        in_flight: Config::default().max_writes_in_flight,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -47,6 +50,12 @@ fn args() -> Args {
             "--nodes" => a.nodes = it.next().and_then(|v| v.parse().ok()).expect("--nodes N"),
             "--pods" => a.pods = it.next().and_then(|v| v.parse().ok()).expect("--pods M"),
             "--decisions-only" => a.decisions_only = true,
+            "--in-flight" => {
+                a.in_flight = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--in-flight K")
+            }
             // cargo bench passes --bench.
             _ => {}
         }
@@ -238,7 +247,10 @@ async fn bindings(a: &Args) -> anyhow::Result<()> {
     });
     ready_rx.await?;
 
-    let cfg = Config::default();
+    let cfg = Config {
+        max_writes_in_flight: a.in_flight,
+        ..Config::default()
+    };
     let in_flight = cfg.max_writes_in_flight;
     let start = Instant::now();
     let sched = tokio::spawn(berth_scheduler::run(client.clone(), cfg));

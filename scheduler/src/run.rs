@@ -482,3 +482,246 @@ pub async fn run(client: kube::Client, cfg: Config) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{node, pod};
+    use kube::core::Status;
+
+    fn state() -> State {
+        let mut st = State::new(Config::default());
+        let now = Instant::now();
+        st.on_node(watcher::Event::Init, now);
+        st.on_node(watcher::Event::InitApply(node("n1").cpu("1").build()), now);
+        st.on_node(watcher::Event::InitDone, now);
+        st
+    }
+
+    fn synced(mut st: State) -> State {
+        st.on_pod(watcher::Event::Init, Instant::now());
+        st.on_pod(watcher::Event::InitDone, Instant::now());
+        st
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Status::failure("nope", "Reason").with_code(code).boxed())
+    }
+
+    fn bound(o: Option<Outcome>) -> (String, String) {
+        match o {
+            Some(Outcome::Assumed { pod, node }) => (pod.name.clone(), node),
+            other => panic!("not assumed: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_decided_before_both_lists_are_in() {
+        let mut st = state();
+        st.on_pod(watcher::Event::Init, Instant::now());
+        st.on_pod(
+            watcher::Event::InitApply(pod("web").build()),
+            Instant::now(),
+        );
+        assert!(!st.synced());
+        st.on_pod(watcher::Event::InitDone, Instant::now());
+        assert!(st.synced());
+        assert_eq!(
+            bound(st.schedule_one(Instant::now())),
+            ("web".into(), "n1".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_being_bound_is_not_queued_again_and_is_confirmed_by_the_watch() {
+        let mut st = synced(state());
+        let now = Instant::now();
+        st.on_pod(
+            watcher::Event::Apply(pod("web").requests("600m", "").build()),
+            now,
+        );
+        bound(st.schedule_one(now));
+        // An older version (still unbound) arrives while the binding is in flight.
+        st.on_pod(
+            watcher::Event::Apply(pod("web").requests("600m", "").build()),
+            now,
+        );
+        assert!(st.queue.is_empty());
+        assert_eq!(st.bindings_in_flight(), 1);
+        let e = st
+            .on_done(
+                Done {
+                    uid: "web-uid".into(),
+                    bind: Some("n1".into()),
+                    result: Ok(()),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(e.reason, "Scheduled");
+        assert_eq!(e.message, "Successfully assigned default/web to n1");
+        // Bound, not yet seen bound: still assumed, still not queued.
+        st.on_pod(
+            watcher::Event::Apply(pod("web").requests("600m", "").build()),
+            now,
+        );
+        assert!(st.queue.is_empty());
+        assert_eq!(st.snap.placed("web-uid"), Some(("n1", true)));
+        st.on_pod(
+            watcher::Event::Apply(pod("web").requests("600m", "").on_node("n1").build()),
+            now,
+        );
+        assert_eq!(st.snap.placed("web-uid"), Some(("n1", false)));
+        assert_eq!(st.snap.node("n1").unwrap().req_cpu, 600);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_binding_is_forgotten_and_retried_after_its_back_off() {
+        let mut st = synced(state());
+        let now = Instant::now();
+        st.on_pod(
+            watcher::Event::Apply(pod("web").requests("600m", "").build()),
+            now,
+        );
+        bound(st.schedule_one(now));
+        let e = st.on_done(
+            Done {
+                uid: "web-uid".into(),
+                bind: Some("n1".into()),
+                result: Err(api_error(500)),
+            },
+            now,
+        );
+        assert_eq!(e.unwrap().reason, "FailedScheduling");
+        assert_eq!(st.snap.placed("web-uid"), None);
+        assert_eq!(st.snap.node("n1").unwrap().req_cpu, 0);
+        assert_eq!(st.queue.backoff_len(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        st.queue.flush(Instant::now());
+        bound(st.schedule_one(Instant::now()));
+        // A conflict (bound elsewhere meanwhile, or being deleted) is not retried.
+        st.on_done(
+            Done {
+                uid: "web-uid".into(),
+                bind: Some("n1".into()),
+                result: Err(api_error(409)),
+            },
+            Instant::now(),
+        );
+        assert!(st.queue.is_empty());
+        assert_eq!(st.snap.placed("web-uid"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unschedulable_pod_is_reported_once_and_retried_when_a_node_arrives() {
+        let mut st = synced(state());
+        let now = Instant::now();
+        st.on_pod(
+            watcher::Event::Apply(pod("big").requests("2", "").build()),
+            now,
+        );
+        let Some(Outcome::Unschedulable {
+            message,
+            write_status,
+            ..
+        }) = st.schedule_one(now)
+        else {
+            panic!("expected unschedulable");
+        };
+        assert!(write_status);
+        assert_eq!(
+            message,
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
+             1 No preemption victims found for incoming pod."
+        );
+        // Our status write comes back through the watch: the pod stays parked.
+        let mut p = pod("big").requests("2", "").build();
+        p.status = Some(
+            serde_json::from_value(serde_json::json!({"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message}]}))
+            .unwrap(),
+        );
+        st.on_pod(watcher::Event::Apply(p), now);
+        assert_eq!(st.queue.unschedulable_len(), 1);
+        // A node update that changes nothing the scheduler looks at does not move it.
+        st.on_node(watcher::Event::Apply(node("n1").cpu("1").build()), now);
+        assert_eq!(st.queue.unschedulable_len(), 1);
+        // A relevant change (a new label) retries it; same message: no second status write.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        st.on_node(
+            watcher::Event::Apply(node("n1").cpu("1").label("zone", "a").build()),
+            Instant::now(),
+        );
+        let Some(Outcome::Unschedulable { write_status, .. }) = st.schedule_one(Instant::now())
+        else {
+            panic!("expected unschedulable");
+        };
+        assert!(!write_status);
+        // A node that fits: placed.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        st.on_node(
+            watcher::Event::Apply(node("n3").cpu("4").build()),
+            Instant::now(),
+        );
+        assert_eq!(
+            bound(st.schedule_one(Instant::now())),
+            ("big".into(), "n3".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletions_free_room_and_relists_drop_what_is_gone() {
+        let mut st = synced(state());
+        let now = Instant::now();
+        st.on_pod(
+            watcher::Event::Apply(pod("old").requests("800m", "").on_node("n1").build()),
+            now,
+        );
+        st.on_pod(
+            watcher::Event::Apply(pod("new").requests("800m", "").build()),
+            now,
+        );
+        assert!(matches!(
+            st.schedule_one(now),
+            Some(Outcome::Unschedulable { .. })
+        ));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        st.on_pod(
+            watcher::Event::Delete(pod("old").on_node("n1").build()),
+            Instant::now(),
+        );
+        assert_eq!(
+            bound(st.schedule_one(Instant::now())),
+            ("new".into(), "n1".into())
+        );
+        // A relist that no longer has a pod or a node drops them (the binding in flight stays).
+        st.on_pod(
+            watcher::Event::Apply(pod("other").on_node("n1").build()),
+            Instant::now(),
+        );
+        st.on_pod(watcher::Event::Init, Instant::now());
+        st.on_pod(watcher::Event::InitDone, Instant::now());
+        assert_eq!(st.snap.placed("other-uid"), None);
+        assert_eq!(st.snap.placed("new-uid"), Some(("n1", true)));
+        st.on_node(watcher::Event::Init, Instant::now());
+        st.on_node(watcher::Event::InitDone, Instant::now());
+        assert_eq!(st.snap.live_nodes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pods_not_ours_or_finished_are_left_alone() {
+        let mut st = synced(state());
+        let now = Instant::now();
+        st.on_pod(
+            watcher::Event::Apply(pod("theirs").scheduler("other").build()),
+            now,
+        );
+        let mut done = pod("done").on_node("n1").requests("900m", "").build();
+        done.status =
+            Some(serde_json::from_value(serde_json::json!({"phase": "Succeeded"})).unwrap());
+        st.on_pod(watcher::Event::Apply(done), now);
+        assert!(st.queue.is_empty());
+        assert_eq!(st.snap.node("n1").unwrap().req_cpu, 0);
+    }
+}
