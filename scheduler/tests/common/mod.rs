@@ -1,0 +1,55 @@
+//! A Berth control plane in this process (one store member and the HTTPS API on free loopback
+//! ports, in a temporary directory), shared by the integration test and the benchmark.
+
+#![allow(dead_code)]
+
+use berth_apiserver::{ControlPlane, ServerArgs};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// A port in 12000..30000 (below the ephemeral range) that is free right now.
+pub fn free_port() -> u16 {
+    use rand::Rng;
+    loop {
+        let p = rand::thread_rng().gen_range(12000..30000);
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+pub struct Cluster {
+    pub cp: ControlPlane,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let args = ServerArgs {
+            data_dir: dir.path().join("data"),
+            listen: format!("127.0.0.1:{}", free_port()).parse()?,
+            advertise: vec![],
+            name: "default".into(),
+            store_client_url: format!("http://127.0.0.1:{}", free_port()),
+            store_peer_url: format!("http://127.0.0.1:{}", free_port()),
+            initial_cluster: None,
+            initial_cluster_state: "new".into(),
+            backend: berth_store::backend::Engine::Sled,
+            service_cluster_ip_range: "10.96.0.0/12".into(),
+            token_auth_file: None,
+        };
+        let cp = ControlPlane::start(args).await?;
+        Ok(Cluster { cp, dir })
+    }
+
+    /// A client with the admin kubeconfig.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kc = Kubeconfig::read_from(&self.cp.kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    pub async fn stop(self) {
+        self.cp.shutdown().await;
+    }
+}
