@@ -25,6 +25,8 @@ enum Command {
     Server(ServerCmd),
     /// The reconcile loops (ReplicaSet, Deployment, garbage collector...) on their own.
     ControllerManager(berth_controller_manager::cli::Args),
+    /// The scheduler on its own.
+    Scheduler(SchedulerArgs),
     /// Run the node agent (Berth's kubelet) on this machine.
     Agent(berth_node_agent::cli::AgentArgs),
     /// A one-node cluster on this machine in one command: `berth server` and `berth agent`,
@@ -74,6 +76,7 @@ async fn async_main() -> std::process::ExitCode {
         Command::Store(args) => berth_store::config::run(args).await,
         Command::Server(args) => server(args).await,
         Command::ControllerManager(args) => berth_controller_manager::cli::run(args).await,
+        Command::Scheduler(args) => scheduler(args).await,
         Command::Agent(args) => agent(args).await,
         Command::Up(args) => up(args).await,
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
@@ -120,7 +123,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     ])
     .context("server flags")?;
     let cp = berth_apiserver::ControlPlane::start(server_args).await?;
-    spawn_controllers(&cp.kubeconfig, true);
+    spawn_controllers(&cp.kubeconfig, true, true);
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
     std::fs::copy(&cp.kubeconfig, &kubeconfig)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
@@ -193,11 +196,62 @@ struct ServerCmd {
     /// Do not run the controller-manager in this process (run `berth controller-manager`).
     #[arg(long)]
     disable_controller_manager: bool,
+    /// Do not run the scheduler in this process (run `berth scheduler`).
+    #[arg(long)]
+    disable_scheduler: bool,
 }
 
-/// The control loops that run beside an API server in `berth server` and `berth up`, each
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    /// Credentials and address of the API server.
+    #[arg(long)]
+    kubeconfig: std::path::PathBuf,
+    /// Run only while holding the `kube-system/kube-scheduler` Lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// `percentageOfNodesToScore`; adaptive when absent.
+    #[arg(long)]
+    percentage_of_nodes_to_score: Option<u32>,
+}
+
+/// Runs the scheduler until the process stops, under leader election unless told not to.
+async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let client = berth_controller_manager::cli::client_from(&args.kubeconfig).await?;
+    let cfg = berth_scheduler::Config {
+        percentage_of_nodes_to_score: args.percentage_of_nodes_to_score,
+        ..Default::default()
+    };
+    if !args.leader_elect {
+        berth_scheduler::run(client, cfg).await?;
+        return Ok(());
+    }
+    let lease = berth_controller_manager::leader::LeaseConfig::new(
+        "kube-scheduler",
+        berth_controller_manager::leader::LeaseConfig::identity(),
+    );
+    berth_controller_manager::leader::run(client.clone(), lease, || {
+        berth_scheduler::run(client.clone(), cfg.clone())
+    })
+    .await?;
+    Ok(())
+}
+
+/// The scheduler and the control loops that run beside an API server in `berth server` and
+/// `berth up`, each
 /// under leader election, so every control-plane member runs them and one acts.
-fn spawn_controllers(kubeconfig: &std::path::Path, controller_manager: bool) {
+fn spawn_controllers(kubeconfig: &std::path::Path, controller_manager: bool, scheduler: bool) {
+    if scheduler {
+        let args = SchedulerArgs {
+            kubeconfig: kubeconfig.to_path_buf(),
+            leader_elect: true,
+            percentage_of_nodes_to_score: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = crate::scheduler(args).await {
+                tracing::error!("scheduler: {e:#}");
+            }
+        });
+    }
     if controller_manager {
         let args = berth_controller_manager::cli::Args::new(kubeconfig.to_path_buf());
         tokio::spawn(async move {
@@ -214,7 +268,11 @@ async fn server(args: ServerCmd) -> anyhow::Result<()> {
     {
         println!("{}", cp.kubeconfig.display());
     }
-    spawn_controllers(&cp.kubeconfig, !args.disable_controller_manager);
+    spawn_controllers(
+        &cp.kubeconfig,
+        !args.disable_controller_manager,
+        !args.disable_scheduler,
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -578,6 +578,9 @@ impl ApiServer {
             }
             // Only CertificateSigningRequests have it; their rules follow.
             Some("approval") => {}
+            // `pods/binding` sets the node and the PodScheduled condition together (the
+            // binding computes both from the stored pod).
+            Some("binding") => {}
             _ => {
                 if info.has_subresource("status") {
                     match old.get("status") {

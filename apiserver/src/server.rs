@@ -540,7 +540,7 @@ impl ApiServer {
             .ok_or_else(|| ApiError::bad_request("binding target name is required"))?
             .to_string();
         let pod_target = Target {
-            subresource: None,
+            subresource: Some("binding".into()),
             ..target.clone()
         };
         self.guaranteed_update(&pod_target, opts, |old| {
@@ -579,7 +579,6 @@ impl ApiServer {
             conditions.push(json!({"type": "PodScheduled", "status": "True",
                 "lastTransitionTime": crate::objects::now()}));
             new["status"]["conditions"] = Value::Array(conditions);
-            // Through the main resource the status would be reset; write both at once.
             Ok(Update::Replace {
                 object: new,
                 warnings: Vec::new(),

@@ -1,5 +1,5 @@
 //! A control plane with simulated nodes, in this process: a real API server (store and
-//! HTTPS), the real controller-manager and scheduler as API clients, and nodes that are only
+//! HTTPS), the real scheduler and controller-manager as API clients, and nodes that are only
 //! API objects. A simulated kubelet renews each live node's Lease, marks pods bound to a live
 //! node Running and Ready after a short delay, ends pods that ask to (`sim/exit-code`), and
 //! finishes their graceful deletion. No container runs.
@@ -141,8 +141,12 @@ impl Sim {
         )));
         sim.tasks
             .push(tokio::spawn(leases(sim.client.clone(), sim.alive.clone())));
-        sim.tasks
-            .push(tokio::spawn(binder(sim.client.clone(), sim.alive.clone())));
+        let client = sim.client.clone();
+        sim.tasks.push(tokio::spawn(async move {
+            if let Err(e) = berth_scheduler::run(client, berth_scheduler::Config::default()).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        }));
         sim.start_controller_manager();
         sim
     }
@@ -295,53 +299,6 @@ async fn leases(client: kube::Client, nodes: Arc<Mutex<BTreeMap<String, bool>>>)
                 .await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-/// Binds unscheduled pods round-robin to live nodes without NoExecute/NoSchedule taints.
-/// Stands in for the scheduler in these tests.
-async fn binder(client: kube::Client, nodes: Arc<Mutex<BTreeMap<String, bool>>>) {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let node_api: Api<Node> = Api::all(client.clone());
-    let cfg = watcher::Config::default().fields("spec.nodeName=");
-    let mut stream = std::pin::pin!(watcher::watcher(pods, cfg).applied_objects());
-    let mut next = 0usize;
-    while let Ok(Some(p)) = stream.try_next().await {
-        if p.metadata.deletion_timestamp.is_some()
-            || p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
-        {
-            continue;
-        }
-        let Ok(list) = node_api.list(&ListParams::default()).await else {
-            continue;
-        };
-        let usable: Vec<String> = list
-            .items
-            .iter()
-            .filter(|n| {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                let tainted = n
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .is_some_and(|t| t.iter().any(|t| t.effect != "PreferNoSchedule"));
-                !tainted && alive(&nodes, &name)
-            })
-            .filter_map(|n| n.metadata.name.clone())
-            .collect();
-        if usable.is_empty() {
-            continue;
-        }
-        let node = &usable[next % usable.len()];
-        next += 1;
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        let name = p.metadata.name.clone().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let binding = json!({"apiVersion": "v1", "kind": "Binding",
-            "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
-        let _: Result<serde_json::Value, _> = api
-            .create_subresource("binding", &name, &PostParams::default(), &binding)
-            .await;
     }
 }
 

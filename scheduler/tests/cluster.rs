@@ -141,9 +141,14 @@ async fn schedules_reports_and_retries_against_the_api_server() -> anyhow::Resul
         .await?;
     let big = wait_for("big bound", || node_of(&pods, "big")).await?;
     assert_eq!(big, "n3");
-    // (The API server's binding should also set PodScheduled=True, as Kubernetes' does; Berth's
-    // drops that condition today, since the binding writes through the main resource, which
-    // keeps the stored status. Not the scheduler's to write.)
+    // The binding turned its condition to PodScheduled=True.
+    let p = pods.get("big").await?;
+    let cond = p
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "PodScheduled"))
+        .expect("a PodScheduled condition");
+    assert_eq!(cond.status, "True");
 
     assert_eq!(node_of(&pods, "theirs").await?, None);
     assert!(!sched.is_finished());
