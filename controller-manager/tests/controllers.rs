@@ -349,3 +349,63 @@ async fn every_namespace_has_a_default_service_account() {
     .await;
     cluster.stop().await;
 }
+
+/// Two candidates for one Lease: only one works at a time; when the leader stops (its
+/// future dropped, as a crashed process would), the other takes over once the Lease has
+/// gone unrenewed for its duration, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_of_two_candidates_leads_and_the_other_takes_over() {
+    use berth_controller_manager::leader::{self, LeaseConfig};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let c = Cluster::start().await;
+    let working = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let leaders = Arc::new(std::sync::Mutex::new(Vec::<&'static str>::new()));
+    let candidate = |id: &'static str| {
+        let client = c.client.clone();
+        let (working, most, leaders) = (working.clone(), most.clone(), leaders.clone());
+        let cfg = LeaseConfig {
+            lease_duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(2),
+            retry_period: Duration::from_millis(300),
+            ..LeaseConfig::new("test-leader", id.to_string())
+        };
+        tokio::spawn(leader::run(client, cfg, move || {
+            let (working, most, leaders) = (working.clone(), most.clone(), leaders.clone());
+            async move {
+                leaders.lock().unwrap().push(id);
+                let now = working.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                struct Done(Arc<AtomicUsize>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _done = Done(working);
+                std::future::pending::<()>().await
+            }
+        }))
+    };
+    let a = candidate("a");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = candidate("b");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(*leaders.lock().unwrap(), ["a"], "b waits while a renews");
+    a.abort();
+    let stopped = tokio::time::Instant::now();
+    eventually("b to take over", || async {
+        (leaders.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert_eq!(*leaders.lock().unwrap(), ["a", "b"]);
+    assert!(
+        took >= Duration::from_secs(2),
+        "b took over after {took:?}, inside the lease"
+    );
+    assert_eq!(most.load(Ordering::SeqCst), 1, "never two leaders at once");
+    b.abort();
+    c.stop().await;
+}
