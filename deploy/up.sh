@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Berth's main job: a one-node cluster on this machine (`berth up`: the embedded Raft store,
-# the Kubernetes API over HTTPS on 127.0.0.1:6443, and the node agent running pods on the
-# bundled runtime, wired by the reference CNI bridge plugin), with an example workload applied
-# through the real kubectl: a pod that runs, answers on its pod IP and shows its logs.
+# the Kubernetes API over HTTPS on 127.0.0.1:6443, the scheduler, the controller-manager, and
+# the node agent running pods on the bundled runtime, wired by the reference CNI bridge
+# plugin), with an example workload applied through the real kubectl: a pod that runs,
+# answers on its pod IP and shows its logs, and a Deployment of three replicas that rolls out
+# and answers on every pod IP.
 # `deploy/up.sh --debug` uses a debug build (quicker to build). Runs until Ctrl-C; everything stays in .berth/ and is taken over by the next
 # start (pods keep running in between).
 #
-# The Deployment in deploy/examples/web.yaml is stored and served, but its pods wait for the
-# controllers and scheduler (issue 6).
+# The Service in deploy/examples/web.yaml gets its Endpoints; reaching it by its ClusterIP
+# needs the service proxy (issue 7).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*" >&2; }
@@ -47,10 +49,11 @@ kubectl wait --for=condition=Ready "node/$node" --timeout=60s
 step "kubectl get nodes -o wide"
 kubectl get nodes -o wide
 
-step "applying the example pod (deploy/examples/hello-pod.yaml) and the web Deployment"
-sed "s/NODE/$node/" deploy/examples/hello-pod.yaml | kubectl apply -f -
+step "applying the example pod (deploy/examples/hello-pod.yaml) and the web Deployment (deploy/examples/web.yaml)"
+kubectl apply -f deploy/examples/hello-pod.yaml
 kubectl apply -f deploy/examples/web.yaml
 kubectl wait --for=condition=Ready pod/hello --timeout=60s
+kubectl rollout status deployment/web --timeout=120s
 
 step "kubectl get pods -o wide"
 kubectl get pods -o wide
@@ -59,12 +62,18 @@ ip=$(kubectl get pod hello -o jsonpath='{.status.podIP}')
 step "the pod answers on its IP ($ip)"
 curl -s "http://$ip:8080/"
 
+step "every web replica answers on its IP"
+for wip in $(kubectl get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); do
+  curl -s "http://$wip:8080/"
+done
+kubectl get endpoints web
+
 step "kubectl logs hello"
 
 kubectl logs hello
 
 step "the same through kctl: kctl get pods,deploy,svc"
-"$bin"/kctl get pods,deploy,svc
+"$bin"/kctl get pods,deploy,rs,svc
 
 cat >&2 <<MSG
 
