@@ -62,5 +62,8 @@ deploy/bench-runtime.sh --quick --debug
 step "api_bench smoke run (debug build, few ops: proves it runs, not how fast)"
 cargo bench -q --profile dev -p berth-apiserver --bench api_bench -- --ops 100 --watchers 4
 
+step "scheduler benchmark smoke run (debug build, 200 nodes and 500 pods: proves it runs, not how fast)"
+cargo bench -q --profile dev -p berth-scheduler --bench scheduler -- --nodes 200 --pods 500
+
 step "pod start benchmark smoke run (debug build, few pods: proves it runs, not how fast)"
 cargo bench -q --profile dev -p berth --bench pod_start -- --pods 5 --burst 5 --anchor 3
