@@ -17,15 +17,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 
 use crate::deployment::template_hash;
-use crate::events::Kind;
 use crate::pods::{self, controller_ref, is_active};
 use crate::runtime::{self, Action, Change, Informer, Key, Queue, Synced};
-use crate::{Ctx, Error, Result};
+use crate::{podcontrol, Ctx, Error, Result};
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
@@ -292,73 +291,34 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let now = Timestamp::now();
     let trust = ctx.expectations.satisfied(&uid);
     let plan = plan(&ds, &nodes, &owned, now);
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.namespace);
     if trust {
         let spec = ds.spec.clone().unwrap_or_default();
         let hash = template_hash(
             &spec.template,
             ds.status.as_ref().and_then(|s| s.collision_count),
         );
-        ctx.expectations.expect_creates(&uid, plan.create.len());
-        for node in &plan.create {
-            let mut pod = pods::from_template(
-                &spec.template,
-                &key.namespace,
-                &format!("{}-", key.name),
-                controller_ref(ds.as_ref()),
-            );
-            pod.metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .insert(HASH_LABEL.into(), hash.clone());
-            let mut pspec = daemon_spec(&ds);
-            pspec.node_name = Some(node.clone());
-            pod.spec = Some(pspec);
-            match api.create(&PostParams::default(), &pod).await {
-                Ok(p) => ctx.events.object(
-                    crate::reference(ds.as_ref()),
-                    Kind::Normal,
-                    "SuccessfulCreate",
-                    format!(
-                        "Created pod: {}",
-                        p.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                ),
-                Err(e) => {
-                    ctx.expectations.create_observed(&uid);
-                    return Err(Error::api("creating daemon pod", &key, e));
-                }
-            }
-        }
-        ctx.expectations.expect_deletes(
-            &uid,
-            plan.delete
-                .iter()
-                .map(|p| p.metadata.uid.clone().unwrap_or_default()),
-        );
-        for p in &plan.delete {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: p.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            let name = p.metadata.name.clone().unwrap_or_default();
-            match api.delete(&name, &dp).await {
-                Ok(_) => ctx.events.object(
-                    crate::reference(ds.as_ref()),
-                    Kind::Normal,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {name}"),
-                ),
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
-                    ctx.expectations
-                        .delete_observed(&uid, p.metadata.uid.as_deref().unwrap_or_default());
-                }
-                Err(e) => return Err(Error::api("deleting daemon pod", &key, e)),
-            }
-        }
+        let pods: Vec<Pod> = plan
+            .create
+            .iter()
+            .map(|node| {
+                let mut pod = pods::from_template(
+                    &spec.template,
+                    &key.namespace,
+                    &format!("{}-", key.name),
+                    controller_ref(ds.as_ref()),
+                );
+                pod.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(HASH_LABEL.into(), hash.clone());
+                let mut pspec = daemon_spec(&ds);
+                pspec.node_name = Some(node.clone());
+                pod.spec = Some(pspec);
+                pod
+            })
+            .collect();
+        podcontrol::create(&ctx, ds.as_ref(), pods).await?;
+        podcontrol::delete(&ctx, ds.as_ref(), &plan.delete).await?;
     }
     let changed = ds.status.as_ref() != Some(&plan.status);
     if changed {

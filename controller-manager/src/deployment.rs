@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use crate::events::Kind;
 use crate::pods::{self, controller_ref, is_active, selector_matches};
 use crate::runtime::{self, controller_uid, Action, Informer, Key, Queue, Synced};
-use crate::{Ctx, Error, Result};
+use crate::{podcontrol, Ctx, Error, Result};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
@@ -787,7 +787,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
                         .filter(|o| o.uid != uid)
                         .cloned()
                         .collect();
-                    set_owners(&rs_api, &rs, refs).await?;
+                    podcontrol::set_owners(&rs_api, rs.as_ref(), refs).await?;
                 }
             }
             None if matches
@@ -796,7 +796,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
             {
                 let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(controller_ref(d.as_ref()));
-                set_owners(&rs_api, &rs, refs).await?;
+                podcontrol::set_owners(&rs_api, rs.as_ref(), refs).await?;
                 owned.push(rs);
             }
             _ => {}
@@ -920,26 +920,6 @@ async fn patch_status(ctx: &Ctx, key: &Key, patch: Value) -> Result<()> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(Error::api("updating status of deployment", key, e)),
-    }
-}
-
-async fn set_owners(
-    api: &Api<ReplicaSet>,
-    rs: &ReplicaSet,
-    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<()> {
-    let patch = json!({"metadata": {
-        "ownerReferences": refs,
-        "resourceVersion": rs.metadata.resource_version,
-    }});
-    let name = rs.metadata.name.clone().unwrap_or_default();
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(Error::api("setting owners of replicaset", &Key::of(rs), e)),
     }
 }
 

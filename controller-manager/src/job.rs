@@ -16,14 +16,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::json;
 
 use crate::events::Kind;
 use crate::pods::{self, controller_ref, is_active};
 use crate::runtime::{self, Action, Informer, Key, Queue, Synced};
-use crate::{Ctx, Error, Result};
+use crate::{podcontrol, Ctx, Error, Result};
 
 /// What one pass wants.
 #[derive(Debug, Default)]
@@ -300,7 +300,6 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         Timestamp::now(),
         ctx.config.job_backoff,
     );
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &key.namespace);
     if plan.delete_job {
         tracing::info!(job = %key, "deleting finished job: its TTL ran out");
@@ -330,50 +329,10 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         labels.insert("job-name".into(), key.name.clone());
         labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
         labels.insert("controller-uid".into(), uid.clone());
-        ctx.expectations.expect_creates(&uid, plan.create);
-        for _ in 0..plan.create {
-            match pods_api.create(&PostParams::default(), &pod).await {
-                Ok(p) => ctx.events.object(
-                    crate::reference(job.as_ref()),
-                    Kind::Normal,
-                    "SuccessfulCreate",
-                    format!(
-                        "Created pod: {}",
-                        p.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                ),
-                Err(e) => {
-                    ctx.expectations.create_observed(&uid);
-                    return Err(Error::api("creating pod for job", &key, e));
-                }
-            }
-        }
+        podcontrol::create(&ctx, job.as_ref(), vec![pod; plan.create]).await?;
     }
     if !plan.delete.is_empty() {
-        ctx.expectations.expect_deletes(
-            &uid,
-            plan.delete
-                .iter()
-                .map(|p| p.metadata.uid.clone().unwrap_or_default()),
-        );
-        for p in &plan.delete {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: p.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            let name = p.metadata.name.clone().unwrap_or_default();
-            match pods_api.delete(&name, &dp).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
-                    ctx.expectations
-                        .delete_observed(&uid, p.metadata.uid.as_deref().unwrap_or_default());
-                }
-                Err(e) => return Err(Error::api("deleting pod of job", &key, e)),
-            }
-        }
+        podcontrol::delete(&ctx, job.as_ref(), &plan.delete).await?;
     }
     for (kind, reason, message) in &plan.events {
         ctx.events.object(

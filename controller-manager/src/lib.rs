@@ -32,6 +32,7 @@ pub mod ipam;
 pub mod job;
 pub mod leader;
 pub mod nodelifecycle;
+pub mod podcontrol;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;

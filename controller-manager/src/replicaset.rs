@@ -10,14 +10,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 
-use crate::events::Kind;
 use crate::pods::{self, controller_ref, deletion_order, is_active, selector_matches};
 use crate::runtime::{controller_uid, Action, Key};
-use crate::{Ctx, Error, Result};
+use crate::{podcontrol, Ctx, Error, Result};
 
 /// Most pods created or deleted in one pass (Kubernetes: 500).
 pub const BURST: usize = 500;
@@ -142,7 +141,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     for p in &plan.adopt {
         let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
         refs.push(controller_ref(rs.as_ref()));
-        set_owners(&pods, p, refs).await?;
+        podcontrol::set_owners(&pods, p, refs).await?;
     }
     for p in &plan.release {
         let refs: Vec<_> = p
@@ -153,13 +152,21 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
             .filter(|o| o.uid != uid)
             .cloned()
             .collect();
-        set_owners(&pods, p, refs).await?;
+        podcontrol::set_owners(&pods, p, refs).await?;
     }
     if plan.create > 0 {
-        create_pods(&ctx, &rs, plan.create).await?;
+        if let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) {
+            let pod = pods::from_template(
+                template,
+                ns,
+                &format!("{}-", key.name),
+                controller_ref(rs.as_ref()),
+            );
+            podcontrol::create(&ctx, rs.as_ref(), vec![pod; plan.create]).await?;
+        }
     }
     if !plan.delete.is_empty() {
-        delete_pods(&ctx, &rs, &plan.delete).await?;
+        podcontrol::delete(&ctx, rs.as_ref(), &plan.delete).await?;
     }
     if status_changed(rs.status.as_ref(), &plan.status) {
         let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
@@ -175,135 +182,6 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .requeue
         .map(|d| Action::Requeue(d + Duration::from_millis(50)))
         .unwrap_or(Action::AwaitChange))
-}
-
-async fn set_owners(
-    pods: &Api<Pod>,
-    p: &Pod,
-    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<()> {
-    let patch = json!({"metadata": {
-        "ownerReferences": refs,
-        "resourceVersion": p.metadata.resource_version,
-    }});
-    let name = p.metadata.name.clone().unwrap_or_default();
-    match pods
-        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Gone, or changed since the cache saw it: the next pass decides again.
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(Error::api("setting owners of pod", &Key::of(p), e)),
-    }
-}
-
-/// Creates `n` pods for `rs` in slow-start batches (1, 2, 4...), stopping at the first
-/// batch with a failure, as Kubernetes does so a quota or a webhook that refuses every
-/// pod costs one request, not hundreds.
-async fn create_pods(ctx: &Ctx, rs: &ReplicaSet, n: usize) -> Result<()> {
-    let key = Key::of(rs);
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else {
-        return Ok(());
-    };
-    let pod = pods::from_template(
-        template,
-        &key.namespace,
-        &format!("{}-", key.name),
-        controller_ref(rs),
-    );
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    ctx.expectations.expect_creates(&uid, n);
-    let pp = PostParams::default();
-    let mut left = n;
-    let mut batch = 1;
-    while left > 0 {
-        let size = batch.min(left);
-        let results = futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
-        left -= size;
-        let mut failed = None;
-        for r in results {
-            match r {
-                Ok(p) => ctx.events.object(
-                    crate::reference(rs),
-                    Kind::Normal,
-                    "SuccessfulCreate",
-                    format!(
-                        "Created pod: {}",
-                        p.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                ),
-                Err(e) => {
-                    ctx.expectations.create_observed(&uid);
-                    failed = Some(e);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            for _ in 0..left {
-                ctx.expectations.create_observed(&uid);
-            }
-            ctx.events.object(
-                crate::reference(rs),
-                Kind::Warning,
-                "FailedCreate",
-                format!("Error creating: {e}"),
-            );
-            return Err(Error::api("creating pods for replicaset", &key, e));
-        }
-        batch *= 2;
-    }
-    Ok(())
-}
-
-async fn delete_pods(ctx: &Ctx, rs: &ReplicaSet, victims: &[Arc<Pod>]) -> Result<()> {
-    let key = Key::of(rs);
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    ctx.expectations.expect_deletes(
-        &uid,
-        victims
-            .iter()
-            .map(|p| p.metadata.uid.clone().unwrap_or_default()),
-    );
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let results = futures::future::join_all(victims.iter().map(|p| {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: p.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        let api = api.clone();
-        async move {
-            let name = p.metadata.name.clone().unwrap_or_default();
-            (p, name.clone(), api.delete(&name, &dp).await)
-        }
-    }))
-    .await;
-    let mut failed = None;
-    for (p, name, r) in results {
-        match r {
-            Ok(_) => ctx.events.object(
-                crate::reference(rs),
-                Kind::Normal,
-                "SuccessfulDelete",
-                format!("Deleted pod: {name}"),
-            ),
-            Err(e) => {
-                ctx.expectations
-                    .delete_observed(&uid, p.metadata.uid.as_deref().unwrap_or_default());
-                if !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
-                    failed = Some(e);
-                }
-            }
-        }
-    }
-    match failed {
-        Some(e) => Err(Error::api("deleting pods of replicaset", &key, e)),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]
