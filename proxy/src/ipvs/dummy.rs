@@ -25,6 +25,24 @@ use super::socket::{Conn, Kind};
 /// The interface Berth's IPVS mode puts its virtual addresses on.
 pub const DEFAULT_NAME: &str = "berth-ipvs0";
 
+/// The kind of device to hold the addresses. IPVS mode uses [`LinkKind::Dummy`]; any
+/// device kept down serves the same purpose, so tests on kernels built without the
+/// dummy driver use [`LinkKind::Ifb`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Dummy,
+    Ifb,
+}
+
+impl LinkKind {
+    fn info_kind(self) -> InfoKind {
+        match self {
+            LinkKind::Dummy => InfoKind::Dummy,
+            LinkKind::Ifb => InfoKind::Ifb,
+        }
+    }
+}
+
 /// A dummy interface and the addresses on it, over rtnetlink.
 pub struct DummyLink {
     conn: Conn,
@@ -45,23 +63,29 @@ impl DummyLink {
     /// Find the dummy interface `name` in the calling thread's network namespace, or
     /// create it (left down). Fails if `name` exists but is not a dummy interface.
     pub fn ensure(name: &str) -> Result<Self> {
+        Self::ensure_kind(name, LinkKind::Dummy)
+    }
+
+    /// [`DummyLink::ensure`] with another kind of device.
+    pub fn ensure_kind(name: &str, kind: LinkKind) -> Result<Self> {
+        let want = kind.info_kind();
         let mut conn = Conn::open(NETLINK_ROUTE)
             .map_err(|f| f.during(|| "open rtnetlink socket".to_owned()))?;
-        let (index, kind) = match get_link(&mut conn, name)? {
+        let (index, found) = match get_link(&mut conn, name)? {
             Some(found) => found,
             None => {
-                create_dummy(&mut conn, name)?;
-                info!(link = name, "created dummy interface");
+                create(&mut conn, name, &want)?;
+                info!(link = name, kind = ?want, "created interface");
                 get_link(&mut conn, name)?.ok_or_else(|| Error::Invalid {
                     what: format!("interface {name}"),
                     reason: "not found right after it was created".to_owned(),
                 })?
             }
         };
-        if kind != Some(InfoKind::Dummy) {
+        if found.as_ref() != Some(&want) {
             return Err(Error::Invalid {
                 what: format!("interface {name}"),
-                reason: format!("exists but is not a dummy interface (kind {kind:?})"),
+                reason: format!("exists as kind {found:?}, not {want:?}"),
             });
         }
         Ok(DummyLink {
@@ -164,7 +188,7 @@ impl DummyLink {
                 Kind::Ack(0),
             )
             .map_err(|f| f.during(|| format!("delete interface {}", self.name)))?;
-        info!(link = %self.name, "deleted dummy interface");
+        info!(link = %self.name, "deleted interface");
         Ok(())
     }
 
@@ -225,20 +249,18 @@ fn get_link(conn: &mut Conn, name: &str) -> Result<Option<(u32, Option<InfoKind>
     }))
 }
 
-fn create_dummy(conn: &mut Conn, name: &str) -> Result<()> {
+fn create(conn: &mut Conn, name: &str, kind: &InfoKind) -> Result<()> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
     msg.attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-            InfoKind::Dummy,
-        )]));
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.clone())]));
     match conn.request(
         NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg)),
         Kind::Ack(NLM_F_CREATE | NLM_F_EXCL),
     ) {
         Ok(_) => Ok(()),
         Err(f) => {
-            let err = f.during(|| format!("create dummy interface {name}"));
+            let err = f.during(|| format!("create {kind:?} interface {name}"));
             // Created by someone else between our look-up and now: fine, it is checked after.
             if err.raw_os_error() == Some(libc::EEXIST) {
                 Ok(())
