@@ -180,7 +180,10 @@ fn ipvs_client_round_trip() {
         let services = client.services().unwrap();
         let tcp = services.iter().find(|s| s.key == key).unwrap();
         assert!(!tcp.is_persistent(), "{tcp:?}");
-        assert_eq!(sorted(client.destinations(&key).unwrap()), vec![a, b_drained]);
+        assert_eq!(
+            sorted(client.destinations(&key).unwrap()),
+            vec![a, b_drained]
+        );
 
         client.delete_destination(&key, a.addr).unwrap();
         assert_eq!(client.destinations(&key).unwrap(), vec![b_drained]);
@@ -234,5 +237,146 @@ fn ipvs_back_end_syncs_and_updates_the_kernel() {
             snapshot.services.is_empty() && snapshot.addresses.is_empty(),
             "{snapshot:?}"
         );
+    });
+}
+
+/// Run `ip` (iproute2) with `args` in the calling thread's network namespace.
+fn ip_cmd(args: &str) {
+    let status = std::process::Command::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .unwrap_or_else(|e| panic!("run ip {args}: {e}"));
+    assert!(status.success(), "ip {args}: {status}");
+}
+
+/// Two real servers in a namespace of their own behind a veth pair; each answers every
+/// connection with its own address. Returns (address, connections served) per server.
+fn serve(
+    addrs: [&'static str; 2],
+    ready: std::sync::mpsc::Sender<i32>,
+    configured: std::sync::mpsc::Receiver<()>,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> Vec<(SocketAddr, usize)> {
+    use std::io::Write;
+    unshare(CloneFlags::CLONE_NEWNET).expect("unshare the servers' network namespace");
+    ready.send(nix::unistd::gettid().as_raw()).unwrap();
+    configured.recv().unwrap(); // the veth end has been moved here
+    ip_cmd("link set lo up");
+    for addr in addrs {
+        ip_cmd(&format!("addr add {addr}/24 dev veth-s"));
+    }
+    ip_cmd("link set veth-s up");
+    ip_cmd("route add default via 10.244.1.1");
+    let listeners: Vec<TcpListener> = addrs
+        .iter()
+        .map(|a| {
+            let l = TcpListener::bind(SocketAddr::new(ip(a), 8080)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        })
+        .collect();
+    let mut served = vec![0; listeners.len()];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stop.try_recv().is_err() && std::time::Instant::now() < deadline {
+        for (i, listener) in listeners.iter().enumerate() {
+            if let Ok((mut conn, _)) = listener.accept() {
+                conn.set_nonblocking(false).unwrap();
+                conn.write_all(addrs[i].as_bytes()).unwrap();
+                served[i] += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    addrs
+        .iter()
+        .map(|a| SocketAddr::new(ip(a), 8080))
+        .zip(served)
+        .collect()
+}
+
+/// Which real server answered one connection to `vip`.
+fn ask(vip: SocketAddr) -> String {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect_timeout(&vip, std::time::Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn ipvs_forwards_connections_round_robin_and_follows_endpoint_changes() {
+    in_private_netns(|| {
+        if connect_or_skip("ipvs_forwards_connections_round_robin_and_follows_endpoint_changes")
+            .is_none()
+        {
+            return;
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (configured_tx, configured_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let servers = s.spawn(|| {
+                serve(
+                    ["10.244.1.2", "10.244.1.3"],
+                    ready_tx,
+                    configured_rx,
+                    stop_rx,
+                )
+            });
+            let tid = ready_rx.recv().unwrap();
+            ip_cmd(&format!(
+                "link add veth-c type veth peer name veth-s netns {tid}"
+            ));
+            ip_cmd("addr add 10.244.1.1/24 dev veth-c");
+            ip_cmd("link set veth-c up");
+            configured_tx.send(()).unwrap();
+            ipvs::write_sysctls(std::path::Path::new("/proc/sys")).unwrap();
+
+            let mut ipvs = Ipvs::connect(dummy::DEFAULT_NAME).unwrap();
+            let vip = sa("10.96.0.20:80");
+            let web = VirtualService::cluster_ip(Protocol::Tcp, vip)
+                .real_servers([sa("10.244.1.2:8080"), sa("10.244.1.3:8080")]);
+            ipvs.sync(Desired::new([web.clone()])).unwrap();
+            // The servers' namespace may still be coming up: wait for the first answer.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut answers = Vec::new();
+            while answers.is_empty() {
+                match std::panic::catch_unwind(|| ask(vip)) {
+                    Ok(a) => answers.push(a),
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(100))
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            answers.extend((0..3).map(|_| ask(vip)));
+            let to_2 = answers.iter().filter(|a| *a == "10.244.1.2").count();
+            let to_3 = answers.iter().filter(|a| *a == "10.244.1.3").count();
+            assert_eq!(
+                (to_2, to_3),
+                (2, 2),
+                "round robin over two servers: {answers:?}"
+            );
+
+            // One endpoint goes away: every new connection goes to the other one.
+            let web3 = VirtualService {
+                real_servers: [sa("10.244.1.3:8080")].into(),
+                ..web
+            };
+            ipvs.update(&[], vec![web3]).unwrap();
+            let after: Vec<String> = (0..3).map(|_| ask(vip)).collect();
+            assert_eq!(after, vec!["10.244.1.3"; 3]);
+
+            ipvs.sync(Desired::default()).unwrap();
+            stop_tx.send(()).unwrap();
+            let served = servers.join().unwrap();
+            assert_eq!(
+                served,
+                vec![(sa("10.244.1.2:8080"), 2), (sa("10.244.1.3:8080"), 5)]
+            );
+        });
     });
 }

@@ -6,7 +6,8 @@
 # prerequisite is missing.
 #
 # Needs, from Debian: linux-image-amd64 (kernel in /boot, modules in /lib/modules),
-# qemu-system-x86, busybox-static. BERTH_GUEST_KERNEL picks a kernel version; the
+# qemu-system-x86, busybox-static, iproute2 (its `ip` and libraries go into the guest:
+# busybox's cannot move a veth end to another namespace). BERTH_GUEST_KERNEL picks a kernel version; the
 # newest one under /lib/modules with ip_vs is the default. Honors CARGO_TARGET_DIR.
 #
 # This is the seed of the QEMU cluster: one guest, no network, one binary.
@@ -39,6 +40,7 @@ moddir=/lib/modules/$kver
 [[ -r $kernel ]] || die "cannot read $kernel"
 command -v qemu-system-x86_64 >/dev/null || die "no qemu-system-x86_64 (apt-get install -y qemu-system-x86)"
 busybox=$(command -v busybox) || die "no busybox (apt-get install -y busybox-static)"
+iproute=$(command -v ip) || die "no ip (apt-get install -y iproute2)"
 file -L "$busybox" | grep -q 'statically linked' || die "$busybox is not static (apt-get install -y busybox-static)"
 
 work=$(mktemp -d /tmp/bt-qemu-ipvs.XXXXXX)
@@ -58,9 +60,13 @@ if [[ -z $executable || ! -x $executable ]]; then
 fi
 
 root=$work/root
-mkdir -p "$root"/{bin,proc,sys,dev,tmp,modules}
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,modules}
 cp "$busybox" "$root/bin/busybox"
 cp "$executable" "$root/bin/ipvs_kernel"
+cp "$iproute" "$root/sbin/ip"
+for lib in $(ldd "$iproute" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+    cp --parents -L "$lib" "$root"
+done
 
 # Modules in load order: each target's dependencies from modules.dep, deepest first.
 # libcrc32c asks the crypto API for "crc32c" at load time; with no modprobe in the
@@ -75,7 +81,7 @@ add_module() {
     order+=("$rel")
 }
 add_module kernel/crypto/crc32c_generic.ko
-for m in kernel/net/netfilter/ipvs/ip_vs_rr.ko kernel/drivers/net/dummy.ko; do
+for m in kernel/net/netfilter/ipvs/ip_vs_rr.ko kernel/drivers/net/dummy.ko kernel/drivers/net/veth.ko; do
     grep -q "^$m:" "$moddir/modules.dep" || die "$moddir has no $m"
     add_module "$m"
 done
@@ -92,7 +98,7 @@ done
 cat >"$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin
+export PATH=/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
