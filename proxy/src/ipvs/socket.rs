@@ -10,7 +10,7 @@ use std::io;
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkDeserializable, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_sys::{Socket, SocketAddr};
 
@@ -138,6 +138,12 @@ where
         if reply.header.sequence_number != seq {
             // A late reply to an earlier request that failed half way; not ours.
             continue;
+        }
+        if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+            // The table changed while the kernel dumped it: the dump may miss entries.
+            return Err(Failure::Decode(
+                "dump interrupted by a concurrent change (NLM_F_DUMP_INTR)".to_owned(),
+            ));
         }
         match reply.payload {
             NetlinkPayload::InnerMessage(inner) => replies.push(inner),

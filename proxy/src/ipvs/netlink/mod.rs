@@ -1076,6 +1076,17 @@ mod tests {
             matches!(err, crate::ipvs::socket::Failure::Kernel(e) if e.raw_os_error() == Some(libc::EINVAL))
         );
 
+        // A dump the kernel marks as interrupted is not trusted.
+        let intr = kernel_msg(
+            FAMILY,
+            2 | 0x10,
+            9,
+            1,
+            &kernel_service_attrs([10, 0, 0, 1], 1, 6, 2, 0),
+        );
+        let err = read_datagram(&intr, 9, &mut replies).unwrap_err();
+        assert!(format!("{err:?}").contains("NLM_F_DUMP_INTR"), "{err:?}");
+
         // Messages without the end: not finished yet.
         let partial = kernel_msg(
             FAMILY,
