@@ -1,4 +1,8 @@
 //! The service proxy: Services and EndpointSlices programmed into a `Dataplane`,
 //! with IPVS (kernel ip_vs over generic netlink) and nftables verdict maps behind it.
-//! Empty until issue "Pod networking (cni), the service proxy, and cluster DNS".
+//!
+//! Start reading at [`ipvs`]: the IPVS back end, from the kernel-facing netlink client
+//! up to the planner and its executor.
 #![forbid(unsafe_code)]
+
+pub mod ipvs;
