@@ -29,6 +29,9 @@ enum Command {
     Scheduler(SchedulerArgs),
     /// Run the node agent (Berth's kubelet) on this machine.
     Agent(berth_node_agent::cli::AgentArgs),
+    /// Stop and remove every pod a node agent left on this machine, its cgroups, address
+    /// reservations and pod network (like `kubeadm reset`).
+    Reset(berth_node_agent::cli::ResetArgs),
     /// A one-node cluster on this machine in one command: `berth server` and `berth agent`,
     /// with DATA_DIR/kubeconfig.yaml for kubectl.
     Up(UpArgs),
@@ -79,6 +82,7 @@ async fn async_main() -> std::process::ExitCode {
         Command::Scheduler(args) => scheduler(args).await,
         Command::Agent(args) => agent(args).await,
         Command::Up(args) => up(args).await,
+        Command::Reset(args) => reset(args).await,
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
     };
     match result {
@@ -93,8 +97,9 @@ async fn async_main() -> std::process::ExitCode {
 /// Flags of `berth up`.
 #[derive(clap::Args)]
 struct UpArgs {
-    /// Everything lives here: `server/` (store, PKI), `agent/` (runtime, pods, logs;
-    /// `agent/images/` tarballs are imported at start), `cni/`, and `kubeconfig.yaml`.
+    /// Everything lives here: `server/` (store, PKI), `agent/` (runtime, pods, logs, the
+    /// pod network's configuration and addresses; `agent/images/` tarballs are imported at
+    /// start), and `kubeconfig.yaml`.
     #[arg(long, default_value = "/var/lib/berth")]
     data_dir: std::path::PathBuf,
     /// Address of the HTTPS API.
@@ -103,11 +108,8 @@ struct UpArgs {
     /// Port of the agent's endpoint.
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
-    /// The pod network when no CNI configuration exists in --cni-conf-dir: a bridge with
-    /// addresses from this range.
-    #[arg(long, default_value = "10.244.0.0/24")]
-    pod_cidr: String,
-    /// CNI configurations; when it holds none, Berth writes a bridge network to DATA_DIR/cni.
+    /// CNI configurations; when it holds none, Berth runs its own pod network (the
+    /// `berth-cni` plugin, the node's range from the controller-manager).
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: std::path::PathBuf,
 }
@@ -127,29 +129,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
     std::fs::copy(&cp.kubeconfig, &kubeconfig)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
-    let has_conf = std::fs::read_dir(&args.cni_conf_dir)
-        .map(|d| {
-            d.flatten().any(|e| {
-                e.path()
-                    .extension()
-                    .is_some_and(|x| x == "conflist" || x == "conf")
-            })
-        })
-        .unwrap_or(false);
-    let cni_dir = if has_conf {
-        args.cni_conf_dir.clone()
-    } else {
-        let dir = args.data_dir.join("cni");
-        std::fs::create_dir_all(&dir)?;
-        let conf = berth_node_agent::cni::bridge_conflist(
-            "berth",
-            "berth0",
-            &args.pod_cidr,
-            &args.data_dir.join("cni/ipam"),
-        );
-        std::fs::write(dir.join("10-berth.conflist"), conf.to_string())?;
-        dir
-    };
     let agent_args = berth_node_agent::cli::AgentArgs::try_parse_from([
         "agent".to_string(),
         format!("--data-dir={}", args.data_dir.join("agent").display()),
@@ -158,7 +137,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             server_dir.join("bootstrap-kubeconfig.yaml").display()
         ),
         format!("--port={}", args.agent_port),
-        format!("--cni-conf-dir={}", cni_dir.display()),
+        format!("--cni-conf-dir={}", args.cni_conf_dir.display()),
         "--node-ip=127.0.0.1".into(),
     ])
     .context("agent flags")?;
@@ -176,6 +155,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down (pods keep running; the next `berth up` takes them over)");
     cp.shutdown().await;
     r
+}
+
+async fn reset(args: berth_node_agent::cli::ResetArgs) -> anyhow::Result<()> {
+    let shim = berth_node_agent::cli::default_shim();
+    let done =
+        tokio::task::spawn_blocking(move || berth_node_agent::cli::reset(&args, shim)).await??;
+    tracing::info!(
+        sandboxes = done.sandboxes,
+        links = done.links,
+        routes = done.routes,
+        "reset"
+    );
+    Ok(())
 }
 
 async fn agent(args: berth_node_agent::cli::AgentArgs) -> anyhow::Result<()> {

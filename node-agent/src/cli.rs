@@ -42,9 +42,24 @@ pub struct AgentArgs {
     /// Extra node labels, `key=value,...`.
     #[arg(long = "node-labels", value_delimiter = ',')]
     pub node_labels: Vec<String>,
-    /// Directory of CNI network configurations (the first, by name, is used).
+    /// Directory of CNI network configurations (the first, by name, is used) for
+    /// `--network cni`.
     #[arg(long, default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
+    /// The pod network: `vxlan` or `direct` run Berth's own (the `berth-cni` plugin on a
+    /// bridge, VXLAN or direct routes between nodes, configuration written to
+    /// `DATA_DIR/cni/net.d`); `cni` uses the configuration in --cni-conf-dir as it is;
+    /// `auto` is `cni` when that directory holds a configuration, else `vxlan`.
+    #[arg(long, default_value = "auto")]
+    pub network: NetworkMode,
+    /// Every pod range of the cluster (the controller-manager's --cluster-cidr): pod
+    /// traffic to anywhere else is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: berth_cni::subnet::Subnet,
+    /// MTU of pod interfaces; default 1450 with VXLAN (50 bytes of encapsulation), 1500
+    /// otherwise.
+    #[arg(long)]
+    pub network_mtu: Option<u32>,
     /// Directories holding CNI plugins, `:`-separated.
     #[arg(long, default_value = "/opt/cni/bin:/usr/lib/cni")]
     pub cni_bin_dir: String,
@@ -87,6 +102,29 @@ pub struct AgentArgs {
 
 pub use berth_controller_manager::cli::parse_duration;
 
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkMode {
+    Auto,
+    Vxlan,
+    Direct,
+    Cni,
+}
+
+/// Whether `dir` holds a CNI network configuration.
+fn has_cni_config(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten().any(|e| {
+                matches!(
+                    e.path().extension().and_then(|x| x.to_str()),
+                    Some("conflist" | "conf" | "json")
+                )
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// The local address the kernel would use to reach `server` (no packet is sent).
 fn route_source(server: &str) -> Option<String> {
     let url: http::Uri = server.parse().ok()?;
@@ -103,6 +141,83 @@ fn route_source(server: &str) -> Option<String> {
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(addr).ok()?;
     Some(s.local_addr().ok()?.ip().to_string())
+}
+
+/// Flags of `berth reset`.
+#[derive(Debug, Clone, Parser)]
+pub struct ResetArgs {
+    /// The agent's directory, as given to `berth agent`.
+    #[arg(long, default_value = "/var/lib/berth/agent")]
+    pub data_dir: PathBuf,
+    /// The agent's cgroup parent.
+    #[arg(long, default_value = "berth")]
+    pub cgroup_parent: String,
+    /// Keep the pod network (bridge, overlay, masquerade rules) of this network namespace.
+    #[arg(long)]
+    pub keep_network: bool,
+}
+
+/// What `berth reset` removed.
+#[derive(Debug, Default)]
+pub struct ResetSummary {
+    pub sandboxes: usize,
+    pub links: usize,
+    pub routes: usize,
+}
+
+/// Stop and remove every pod an agent left (a node leaving the cluster, a test
+/// cluster's teardown): sandboxes through the runtime, the cgroup parent, address
+/// reservations and, unless kept, Berth's pod network in this network namespace.
+pub fn reset(args: &ResetArgs, shim: Vec<OsString>) -> anyhow::Result<ResetSummary> {
+    let mut done = ResetSummary::default();
+    // The runtime finds its mounts by absolute path.
+    let data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    let root = data_dir.join("runtime");
+    if root.exists() {
+        let mut cfg = berth_runtime::pod::RuntimeConfig::new(&root, shim);
+        cfg.cgroup_parent = args.cgroup_parent.clone();
+        let rt = berth_runtime::pod::Runtime::open(cfg).context("opening the runtime")?;
+        for sb in rt.list_sandboxes().context("listing sandboxes")? {
+            if let Err(e) = rt.stop_sandbox(&sb.id, Duration::ZERO) {
+                tracing::warn!(sandbox = %sb.id, error = %e, "stopping a sandbox failed");
+            }
+            match rt.remove_sandbox(&sb.id) {
+                Ok(()) => done.sandboxes += 1,
+                Err(e) => tracing::warn!(sandbox = %sb.id, error = %e, "removing a sandbox failed"),
+            }
+        }
+        let _ = rt.recover();
+    }
+    for hierarchy in [
+        "memory", "cpu", "cpuacct", "pids", "devices", "freezer", "cpuset", "blkio", "systemd",
+        "unified", "",
+    ] {
+        let _ = std::fs::remove_dir(
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join(&args.cgroup_parent),
+        );
+    }
+    let ipam = data_dir.join("cni/ipam");
+    if ipam.exists() {
+        std::fs::remove_dir_all(&ipam).with_context(|| format!("removing {}", ipam.display()))?;
+    }
+    if !args.keep_network {
+        let mut nl = berth_cni::netlink::Netlink::open()?;
+        for route in nl.routes()? {
+            if route.protocol == berth_cni::netlink::RTPROT_BERTH && nl.del_route(&route)? {
+                done.routes += 1;
+            }
+        }
+        for link in [crate::network::BRIDGE, berth_cni::overlay::VXLAN_DEVICE] {
+            if nl.del_link(link)? {
+                done.links += 1;
+            }
+        }
+        crate::network::remove_rules();
+    }
+    Ok(done)
 }
 
 /// A kube client from a kubeconfig file.
@@ -201,9 +316,12 @@ pub fn import_images(
 }
 
 /// Set everything up (runtime, client, node facts); the caller runs it.
-pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<Agent>> {
+pub async fn start(mut args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<Agent>> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // Mounts and pod paths are recorded absolute.
+    args.data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     let kubeconfig = kubeconfig_path(&args);
     let name = match &args.node_name {
         Some(n) => n.clone(),
@@ -251,21 +369,52 @@ pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<A
         labels,
         root: args.data_dir.clone(),
     };
-    let has_cni_config = std::fs::read_dir(&args.cni_conf_dir)
-        .map(|d| {
-            d.flatten().any(|e| {
-                let p = e.path();
-                matches!(
-                    p.extension().and_then(|x| x.to_str()),
-                    Some("conflist" | "conf" | "json")
+    let mode = match args.network {
+        NetworkMode::Auto if has_cni_config(&args.cni_conf_dir) => NetworkMode::Cni,
+        NetworkMode::Auto => NetworkMode::Vxlan,
+        m => m,
+    };
+    // Plugins next to the agent's own binary come first (`berth-cni`).
+    let mut bin_dirs: Vec<PathBuf> = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .into_iter()
+        .collect();
+    bin_dirs.extend(args.cni_bin_dir.split(':').map(PathBuf::from));
+    let network = match mode {
+        NetworkMode::Vxlan | NetworkMode::Direct => {
+            let node_ip: std::net::Ipv4Addr = facts.ip.parse().with_context(|| {
+                format!(
+                    "--network {mode:?} needs an IPv4 node address, not {}",
+                    facts.ip
                 )
+            })?;
+            let overlay = if mode == NetworkMode::Vxlan {
+                berth_cni::overlay::Mode::Vxlan
+            } else {
+                berth_cni::overlay::Mode::Direct
+            };
+            Some(crate::network::NetworkConfig {
+                mode: overlay,
+                node_name: facts.name.clone(),
+                node_ip,
+                conf_dir: args.data_dir.join("cni/net.d"),
+                ipam_dir: args.data_dir.join("cni/ipam"),
+                cluster_cidr: args.cluster_cidr,
+                mtu: args.network_mtu.unwrap_or(if mode == NetworkMode::Vxlan {
+                    1450
+                } else {
+                    1500
+                }),
             })
-        })
-        .unwrap_or(false);
-    let cni = has_cni_config.then(|| Cni {
-        conf_dir: args.cni_conf_dir.clone(),
-        bin_dirs: args.cni_bin_dir.split(':').map(PathBuf::from).collect(),
-    });
+        }
+        _ => None,
+    };
+    let conf_dir = network
+        .as_ref()
+        .map_or_else(|| args.cni_conf_dir.clone(), |n| n.conf_dir.clone());
+    let cni =
+        (network.is_some() || has_cni_config(&conf_dir)).then_some(Cni { conf_dir, bin_dirs });
     if cni.is_none() {
         tracing::warn!(dir = %args.cni_conf_dir.display(), "no CNI configuration: the node reports NotReady and only hostNetwork pods run");
     }
@@ -296,5 +445,7 @@ pub async fn start(args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<Arc<A
         registries,
     };
     let fence = (!args.fence_after.is_zero()).then_some(args.fence_after);
-    Ok(Agent::new(client, rt, facts, cfg, cni).with_fence(fence))
+    Ok(Agent::new(client, rt, facts, cfg, cni)
+        .with_fence(fence)
+        .with_network(network))
 }

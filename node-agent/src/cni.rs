@@ -59,6 +59,11 @@ pub struct Attachment {
 }
 
 impl Cni {
+    /// Whether the configuration directory holds a network configuration yet.
+    pub fn has_config(&self) -> bool {
+        self.load().is_ok()
+    }
+
     fn load(&self) -> Result<NetworkList> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.conf_dir)
             .map_err(|_| Error::NoConfig(self.conf_dir.clone()))?

@@ -15,6 +15,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod cni;
+pub mod network;
 pub use berth_controller_manager::events;
 pub mod exec;
 pub mod join;
@@ -62,6 +63,8 @@ pub struct Agent {
     pub pods: std::sync::OnceLock<kube::runtime::reflector::Store<Pod>>,
     pub cpu_samples: server::CpuSamples,
     pub fence: Arc<node::Fence>,
+    /// Berth's own pod network, when the agent runs it.
+    pub network: Option<network::NetworkConfig>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -94,6 +97,7 @@ impl Agent {
             pods: std::sync::OnceLock::new(),
             cpu_samples: server::CpuSamples::default(),
             fence: Arc::new(node::Fence::new(None)),
+            network: None,
         })
     }
 
@@ -101,6 +105,13 @@ impl Agent {
     pub fn with_fence(self: Arc<Self>, after: Option<Duration>) -> Arc<Self> {
         let mut a = Arc::try_unwrap(self).expect("set the fence before sharing the agent");
         a.fence = Arc::new(node::Fence::new(after));
+        Arc::new(a)
+    }
+
+    /// The same agent running Berth's own pod network.
+    pub fn with_network(self: Arc<Self>, network: Option<network::NetworkConfig>) -> Arc<Self> {
+        let mut a = Arc::try_unwrap(self).expect("set the network before sharing the agent");
+        a.network = network;
         Arc::new(a)
     }
 
@@ -128,19 +139,29 @@ impl Agent {
 
     /// Register the node, then keep its heartbeat and run its pods until dropped.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        let cni_ready = self.cni.is_some();
+        // Ready for pods once a network configuration exists (Berth's own network writes
+        // it when the node's pod range is set up).
+        let cni = self.cni.clone();
+        let cni_ready = move || cni.as_ref().is_some_and(|c| c.has_config());
         let root = self.facts.root.clone();
+        let ready = cni_ready();
         let state =
-            tokio::task::spawn_blocking(move || node::MachineState::measure(&root, cni_ready))
-                .await?;
+            tokio::task::spawn_blocking(move || node::MachineState::measure(&root, ready)).await?;
         node::register(&self.client, &self.facts, &state).await?;
         tracing::info!(node = %self.facts.name, ip = %self.facts.ip, "node registered");
         let heartbeat = tokio::spawn(node::heartbeat(
             self.client.clone(),
             self.facts.clone(),
             self.fence.clone(),
-            move || cni_ready,
+            cni_ready,
         ));
+        let network = match self.network.clone() {
+            Some(cfg) => {
+                let (tx, _rx) = tokio::sync::watch::channel(None);
+                tokio::spawn(network::run(self.client.clone(), cfg, tx))
+            }
+            None => tokio::spawn(std::future::pending()),
+        };
         let me = self.clone();
         let watchdog = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -156,6 +177,10 @@ impl Agent {
             r = heartbeat => r,
             r = pods => r,
             r = watchdog => r,
+            r = network => match r {
+                Ok(Err(e)) => return Err(e.context("pod network")),
+                other => other.map(drop),
+            },
         };
         r.map_err(|e| anyhow::anyhow!("agent task ended: {e}"))
     }
