@@ -2,3 +2,5 @@
 //! with IPVS (kernel ip_vs over generic netlink) and nftables verdict maps behind it.
 //! Empty until issue "Pod networking (cni), the service proxy, and cluster DNS".
 #![forbid(unsafe_code)]
+
+pub mod dns;
