@@ -6,6 +6,9 @@
 //! Start reading at [`serve`]. [`index`] holds the records and the pure lookup (the part with
 //! the rules of Kubernetes' DNS specification); [`server`] puts it on UDP and TCP with
 //! hickory-server; `watch` keeps the index current.
+//!
+//! hickory-server logs every query at `info` under the `hickory_server` target: binaries
+//! that run this should filter it (`RUST_LOG=info,hickory_server=warn`).
 
 pub mod index;
 pub mod server;
