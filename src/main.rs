@@ -69,8 +69,9 @@ fn main() -> std::process::ExitCode {
 async fn async_main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,openraft=warn,sled=warn,h2=warn,hickory_server=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

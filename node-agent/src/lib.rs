@@ -65,6 +65,8 @@ pub struct Agent {
     pub fence: Arc<node::Fence>,
     /// Berth's own pod network, when the agent runs it.
     pub network: Option<network::NetworkConfig>,
+    /// The node's pod range, once Berth's own network is up.
+    pub pod_cidr: Arc<std::sync::OnceLock<berth_cni::subnet::Subnet>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -98,6 +100,7 @@ impl Agent {
             cpu_samples: server::CpuSamples::default(),
             fence: Arc::new(node::Fence::new(None)),
             network: None,
+            pod_cidr: Default::default(),
         })
     }
 
@@ -106,6 +109,18 @@ impl Agent {
         let mut a = Arc::try_unwrap(self).expect("set the fence before sharing the agent");
         a.fence = Arc::new(node::Fence::new(after));
         Arc::new(a)
+    }
+
+    /// DNS for pods: `--cluster-dns` when given; with Berth's own network, the node's
+    /// DNS server on the bridge's gateway address.
+    pub fn dns_settings(&self) -> pod::translate::DnsSettings {
+        let mut dns = self.cfg.dns.clone();
+        if dns.cluster_dns.is_empty() {
+            if let Some(cidr) = self.pod_cidr.get() {
+                dns.cluster_dns = vec![cidr.gateway().to_string()];
+            }
+        }
+        dns
     }
 
     /// The same agent running Berth's own pod network.
@@ -157,8 +172,20 @@ impl Agent {
         ));
         let network = match self.network.clone() {
             Some(cfg) => {
-                let (tx, _rx) = tokio::sync::watch::channel(None);
-                tokio::spawn(network::run(self.client.clone(), cfg, tx))
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                let services = tokio::spawn(network::services(
+                    self.client.clone(),
+                    cfg.clone(),
+                    self.cfg.dns.clone(),
+                    self.pod_cidr.clone(),
+                    rx,
+                ));
+                let net = network::run(self.client.clone(), cfg, tx);
+                tokio::spawn(async move {
+                    let r = net.await;
+                    services.abort();
+                    r
+                })
             }
             None => tokio::spawn(std::future::pending()),
         };

@@ -250,6 +250,43 @@ pub async fn run(
     }
 }
 
+/// Once the node's range is known: remember it (pods' resolv.conf points at its
+/// gateway) and serve cluster DNS there, on port 53, until the task is dropped. With
+/// `--cluster-dns` given, pods use those servers and no DNS server runs here.
+pub async fn services(
+    client: kube::Client,
+    _cfg: NetworkConfig,
+    dns: crate::pod::translate::DnsSettings,
+    cell: std::sync::Arc<std::sync::OnceLock<Subnet>>,
+    mut pod_cidr: PodCidr,
+) {
+    let cidr = loop {
+        if let Some(c) = *pod_cidr.borrow_and_update() {
+            break c;
+        }
+        if pod_cidr.changed().await.is_err() {
+            return;
+        }
+    };
+    let _ = cell.set(cidr);
+    if !dns.cluster_dns.is_empty() {
+        return;
+    }
+    let listen = std::net::SocketAddr::from((cidr.gateway(), 53));
+    let config = berth_proxy::dns::DnsConfig {
+        listen: vec![listen],
+        domain: dns.cluster_domain.clone(),
+    };
+    tracing::info!(%listen, domain = %dns.cluster_domain, "serving cluster DNS");
+    loop {
+        match berth_proxy::dns::serve(client.clone(), config.clone()).await {
+            Ok(()) => tracing::warn!("the DNS server stopped; restarting"),
+            Err(e) => tracing::error!(error = %e, "the DNS server failed; restarting"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -529,7 +529,8 @@ impl Worker {
 
     async fn create_sandbox(&mut self, pod: &Pod, attempt: u32) -> anyhow::Result<()> {
         let id = format!("{}{attempt}", sandbox_prefix(&self.key.uid));
-        let mut cfg = translate::sandbox_config(pod, &id, &self.agent.cfg.dns);
+        let dns = self.agent.dns_settings();
+        let mut cfg = translate::sandbox_config(pod, &id, &dns);
         cfg.labels.insert(ATTEMPT_LABEL.into(), attempt.to_string());
         std::fs::create_dir_all(self.sandbox_dir())?;
         let t0 = std::time::Instant::now();
