@@ -27,6 +27,12 @@ const USAGE: &str = "usage: testserver [--listen ADDR] [--fail-health] [--exit-c
   --alloc-mb N        allocate and touch N MiB, hold it, then serve
   --sleep             do not serve: sleep until killed
   --print LINE        print LINE to stdout and to stderr (repeatable), then go on
+       testserver --get http://HOST:PORT/PATH [--count N] [--interval-ms MS] [--udp]
+  --get URL           be a client: GET the URL and print each body; HOST may be a name,
+                      resolved through /etc/resolv.conf (nameserver, search, ndots) by a
+                      DNS query of our own (a static binary cannot use glibc's resolver)
+  --count N           requests to make (default 1); exit 1 when any failed
+  --interval-ms MS    pause between requests (default 0)
 ";
 
 const FAIL_HEALTH_FILE: &str = "/tmp/fail-health";
@@ -55,6 +61,9 @@ struct Opts {
     alloc_mb: Option<usize>,
     sleep: bool,
     print: Vec<String>,
+    get: Option<String>,
+    count: Option<u64>,
+    interval_ms: Option<u64>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -82,6 +91,9 @@ fn parse_args() -> Result<Opts, String> {
             "--alloc-mb" => opts.alloc_mb = Some(num(&flag, value(&flag)?)?),
             "--sleep" => opts.sleep = true,
             "--print" => opts.print.push(value(&flag)?),
+            "--get" => opts.get = Some(value(&flag)?),
+            "--count" => opts.count = Some(num(&flag, value(&flag)?)?),
+            "--interval-ms" => opts.interval_ms = Some(num(&flag, value(&flag)?)?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 process::exit(0);
@@ -104,6 +116,9 @@ fn main() {
         // SAFETY: on_stop only calls the async-signal-safe _exit and lives as long as the
         // process; glibc's signal keeps the handler installed.
         unsafe { signal(signum, on_stop) };
+    }
+    if let Some(url) = &opts.get {
+        process::exit(client(url, opts.count.unwrap_or(1), opts.interval_ms.unwrap_or(0)));
     }
     for line in &opts.print {
         println!("{line}");
@@ -304,4 +319,148 @@ fn first_local_ipv4() -> Option<Ipv4Addr> {
         }
     }
     None
+}
+
+/// `--get`: GET `url` `count` times; prints each body (or the error) on a line of its own.
+fn client(url: &str, count: u64, interval_ms: u64) -> i32 {
+    let Some(rest) = url.strip_prefix("http://") else {
+        eprintln!("testserver: --get needs an http:// URL");
+        return 2;
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().unwrap_or(80)),
+        None => (hostport, 80),
+    };
+    let mut failed = 0;
+    for i in 0..count {
+        if i > 0 && interval_ms > 0 {
+            thread::sleep(Duration::from_millis(interval_ms));
+        }
+        let result = resolve(host).and_then(|ip| get(SocketAddr::new(ip, port), host, path));
+        match result {
+            Ok(body) => println!("{}", body.trim_end()),
+            Err(e) => {
+                failed += 1;
+                println!("error: {e}");
+            }
+        }
+    }
+    i32::from(failed > 0)
+}
+
+fn get(addr: SocketAddr, host: &str, path: &str) -> io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp.as_str(), ""));
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200 ") {
+        return Err(io::Error::other(format!("{addr}: {status}")));
+    }
+    Ok(body.to_owned())
+}
+
+/// An IPv4 address for `host`: itself when numeric, else A queries to the first
+/// nameserver of /etc/resolv.conf, through its search list as glibc would.
+fn resolve(host: &str) -> io::Result<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let conf = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut server = None;
+    let mut search: Vec<String> = Vec::new();
+    let mut ndots = 1;
+    for line in conf.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") if server.is_none() => server = words.next().and_then(|w| w.parse::<IpAddr>().ok()),
+            Some("search") => search = words.map(str::to_owned).collect(),
+            Some("options") => {
+                for w in words {
+                    if let Some(n) = w.strip_prefix("ndots:") {
+                        ndots = n.parse().unwrap_or(1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let server = server.ok_or_else(|| io::Error::other("no nameserver in /etc/resolv.conf"))?;
+    let mut names: Vec<String> = Vec::new();
+    let absolute = host.ends_with('.');
+    let bare = host.trim_end_matches('.').to_owned();
+    if absolute || host.matches('.').count() >= ndots {
+        names.push(bare.clone());
+    }
+    if !absolute {
+        names.extend(search.iter().map(|d| format!("{bare}.{d}")));
+        if !names.contains(&bare) {
+            names.push(bare.clone());
+        }
+    }
+    for name in &names {
+        if let Some(ip) = query_a(server, name)? {
+            return Ok(IpAddr::V4(ip));
+        }
+    }
+    Err(io::Error::other(format!("{host}: no such host")))
+}
+
+/// One A query over UDP; None for NXDOMAIN or no A record.
+fn query_a(server: IpAddr, name: &str) -> io::Result<Option<Ipv4Addr>> {
+    let id: u16 = (process::id() as u16) ^ 0x5a5a;
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD, one question
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]); // root, type A, class IN
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    sock.send_to(&q, SocketAddr::new(server, 53))?;
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf)?;
+    let r = &buf[..n];
+    if n < 12 || r[0..2] != id.to_be_bytes() {
+        return Err(io::Error::other("bad DNS answer"));
+    }
+    if r[3] & 0x0f != 0 {
+        return Ok(None); // NXDOMAIN, REFUSED, ...
+    }
+    let answers = u16::from_be_bytes([r[6], r[7]]);
+    // Skip the question: our own bytes after the header.
+    let mut at = q.len();
+    for _ in 0..answers {
+        // The owner name: a pointer or labels.
+        while at < n {
+            let len = r[at] as usize;
+            if len & 0xc0 == 0xc0 {
+                at += 2;
+                break;
+            }
+            at += 1 + len;
+            if len == 0 {
+                break;
+            }
+        }
+        if at + 10 > n {
+            break;
+        }
+        let kind = u16::from_be_bytes([r[at], r[at + 1]]);
+        let rdlen = u16::from_be_bytes([r[at + 8], r[at + 9]]) as usize;
+        at += 10;
+        if kind == 1 && rdlen == 4 && at + 4 <= n {
+            return Ok(Some(Ipv4Addr::new(r[at], r[at + 1], r[at + 2], r[at + 3])));
+        }
+        at += rdlen;
+    }
+    Ok(None)
 }

@@ -1,0 +1,156 @@
+//! A multi-node cluster for e2e scenarios: `deploy/cluster up --provider netns` in a
+//! temporary directory (torn down with `deploy/cluster down` on drop, even after a
+//! failure), and kubectl against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    down: bool,
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding `berth` and `berth-cni` (the test binary's target dir).
+fn bin_dir() -> PathBuf {
+    let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+    berth.parent().expect("target dir").to_path_buf()
+}
+
+/// The test images (`deploy/images/build.sh`), built once per process.
+pub fn images() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = root().join("deploy/images/out");
+            if !out.join("testserver.tar").exists() {
+                let ok = Command::new(root().join("deploy/images/build.sh"))
+                    .status()
+                    .expect("deploy/images/build.sh")
+                    .success();
+                assert!(ok, "building the test images failed");
+            }
+            out
+        })
+        .clone()
+}
+
+impl Cluster {
+    /// `nodes` nodes as network namespaces, one control-plane member.
+    pub fn netns(nodes: usize) -> Cluster {
+        let tmp = tempfile::Builder::new().prefix("berth-e2e-").tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let started = Instant::now();
+        let out = Command::new(root().join("deploy/cluster"))
+            .args(["up", "--provider", "netns", "--nodes", &nodes.to_string(), "--control-planes", "1"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--images")
+            .arg(images())
+            .env("BERTH_BIN_DIR", bin_dir())
+            .output()
+            .unwrap();
+        let cluster = Cluster { dir, _tmp: tmp, down: false };
+        assert!(
+            out.status.success(),
+            "deploy/cluster up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tracing::info!(nodes, secs = started.elapsed().as_secs_f64(), "cluster up");
+        cluster
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig.yaml")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.join(".kube-cache"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl apply of a manifest given as text.
+    pub fn apply(&self, manifest: &str) {
+        let path = self.dir.join(format!("manifest-{}.yaml", rand_suffix()));
+        std::fs::write(&path, manifest).unwrap();
+        self.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    }
+
+    /// Wait until `check` returns Some, or panic with `what` after `secs`.
+    pub fn wait<T>(&self, what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let pods = self.kubectl(&["get", "pods", "-A", "-o", "wide"]);
+                panic!("timed out waiting for {what}\n{}", String::from_utf8_lossy(&pods.stdout));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A node's address on the cluster's network.
+    pub fn node_ip(&self, node: &str) -> String {
+        self.kubectl_ok(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ])
+    }
+
+    pub fn down(&mut self) {
+        if self.down {
+            return;
+        }
+        self.down = true;
+        if std::thread::panicking() {
+            for f in ["n1/agent.log", "n2/agent.log", "n1/server.log"] {
+                let p = self.dir.join(f);
+                let _ = std::fs::copy(&p, std::env::temp_dir().join(format!("berth-e2e-{}", f.replace('/', "-"))));
+            }
+        }
+        let _ = Command::new(root().join("deploy/cluster"))
+            .args(["down", "--dir"])
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
