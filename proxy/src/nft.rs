@@ -7,9 +7,9 @@
 //!     fib daddr type local … meta l4proto . th dport vmap @service-nodeports
 //!         ─► goto cluster-N    (a shared chain per endpoint count N)
 //!               [ip saddr != <cluster CIDR> mark for masquerade]
-//!               dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N
-//!                      map @cluster-endpoints                  (slot i ─► endpoint i)
-//!         ─► goto nodeport-N   (mark for masquerade; dnat via @nodeport-endpoints)
+//!               dnat ip to ip daddr . <proto> dport . numgen random mod N
+//!                      map @cluster-endpoints-<proto>          (slot i ─► endpoint i)
+//!         ─► goto nodeport-N   (mark for masquerade; dnat via @nodeport-endpoints-<proto>)
 //!         ─► goto svc-<ns>/<name>/<proto>/<port>   (ClientIP affinity only: a chain of the
 //!               service's own, with a dynamic set per endpoint, as kube-proxy does)
 //! filter-input / -forward / -output ─► endpoints-check
@@ -61,8 +61,25 @@ const SERVICE_IPS: &str = "service-ips";
 const SERVICE_NODEPORTS: &str = "service-nodeports";
 const NO_EP_SERVICES: &str = "no-endpoint-services";
 const NO_EP_NODEPORTS: &str = "no-endpoint-nodeports";
-const CLUSTER_ENDPOINTS: &str = "cluster-endpoints";
-const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
+/// Slot maps, one per protocol: a map keyed with `th dport` next to `meta l4proto tcp` in the
+/// rule cannot be read back by nft 1.0.6 ("conflicting protocols specified: tcp vs. th"),
+/// and nft reads rules back before adding rules or deleting chains.
+const CLUSTER_ENDPOINTS: [(&str, &str); 2] = [
+    ("tcp", "cluster-endpoints-tcp"),
+    ("udp", "cluster-endpoints-udp"),
+];
+const NODEPORT_ENDPOINTS: [(&str, &str); 2] = [
+    ("tcp", "nodeport-endpoints-tcp"),
+    ("udp", "nodeport-endpoints-udp"),
+];
+
+fn slot_map(maps: [(&'static str, &'static str); 2], proto: &str) -> &'static str {
+    if proto == maps[0].0 {
+        maps[0].1
+    } else {
+        maps[1].1
+    }
+}
 const HAIRPIN: &str = "hairpin";
 const REJECT_CHAIN: &str = "reject-chain";
 /// Elements per `add element` command in a full sync.
@@ -135,21 +152,21 @@ impl Class {
     fn rules(self, cfg: &NftConfig) -> Vec<String> {
         let mark = format!("meta mark set meta mark | {:#x}", cfg.masquerade_mark);
         let mut rules = Vec::new();
-        let (n, key, map) = match self {
+        let (n, daddr, maps) = match self {
             Class::Cluster(n) => {
                 if let Some(cidr) = &cfg.cluster_cidr {
                     rules.push(format!("ip saddr != {cidr} {mark}"));
                 }
-                (n, "ip daddr . meta l4proto . th dport", CLUSTER_ENDPOINTS)
+                (n, "ip daddr . ", CLUSTER_ENDPOINTS)
             }
             Class::NodePort(n) => {
                 rules.push(mark);
-                (n, "meta l4proto . th dport", NODEPORT_ENDPOINTS)
+                (n, "", NODEPORT_ENDPOINTS)
             }
         };
-        for proto in ["tcp", "udp"] {
+        for (proto, map) in maps {
             rules.push(format!(
-                "meta l4proto {proto} dnat ip to {key} . numgen random mod {n} map @{map}"
+                "meta l4proto {proto} dnat ip to {daddr}{proto} dport . numgen random mod {n} map @{map}"
             ));
         }
         rules
@@ -222,12 +239,10 @@ fn owned(cfg: &NftConfig, name: &ServicePortName, info: &ServicePortInfo) -> Own
         None => {
             let class = Class::Cluster(n);
             elem(SERVICE_IPS, vip.clone(), format!("goto {}", class.chain()));
+            let map = slot_map(CLUSTER_ENDPOINTS, proto);
             for (i, ep) in info.endpoints.iter().enumerate() {
-                elem(
-                    CLUSTER_ENDPOINTS,
-                    format!("{vip} . {i}"),
-                    format!("{} . {}", ep.ip, ep.port),
-                );
+                let key = format!("{} . {} . {i}", info.cluster_ip, info.port);
+                elem(map, key, format!("{} . {}", ep.ip, ep.port));
             }
             if let Some(np) = node_port {
                 let npc = Class::NodePort(n);
@@ -236,10 +251,12 @@ fn owned(cfg: &NftConfig, name: &ServicePortName, info: &ServicePortInfo) -> Own
                     np.clone(),
                     format!("goto {}", npc.chain()),
                 );
+                let map = slot_map(NODEPORT_ENDPOINTS, proto);
+                let port = info.node_port.unwrap_or_default();
                 for (i, ep) in info.endpoints.iter().enumerate() {
                     elem(
-                        NODEPORT_ENDPOINTS,
-                        format!("{np} . {i}"),
+                        map,
+                        format!("{port} . {i}"),
                         format!("{} . {}", ep.ip, ep.port),
                     );
                 }
@@ -350,8 +367,14 @@ fn base(cfg: &NftConfig) -> Vec<String> {
         format!("add map {t} {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
         format!("add map {t} {NO_EP_SERVICES} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"),
         format!("add map {t} {NO_EP_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
-        format!("add map {t} {CLUSTER_ENDPOINTS} {{ typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }}"),
-        format!("add map {t} {NODEPORT_ENDPOINTS} {{ typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }}"),
+    ];
+    for (proto, map) in CLUSTER_ENDPOINTS {
+        c.push(format!("add map {t} {map} {{ typeof ip daddr . {proto} dport . numgen random mod 1 : ip daddr . {proto} dport; }}"));
+    }
+    for (proto, map) in NODEPORT_ENDPOINTS {
+        c.push(format!("add map {t} {map} {{ typeof {proto} dport . numgen random mod 1 : ip daddr . {proto} dport; }}"));
+    }
+    c.extend([
         format!("add set {t} {HAIRPIN} {{ type ipv4_addr . ipv4_addr; }}"),
         format!("add chain {t} {REJECT_CHAIN}"),
         format!("add rule {t} {REJECT_CHAIN} meta l4proto tcp reject with tcp reset"),
@@ -362,7 +385,7 @@ fn base(cfg: &NftConfig) -> Vec<String> {
         format!("add chain {t} services"),
         format!("add rule {t} services ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
         format!("add rule {t} services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
-    ];
+    ]);
     // Reject runs in filter chains (reject is not allowed in prerouting on older kernels),
     // before DNAT would see the packet.
     for hook in ["input", "forward", "output"] {
@@ -666,11 +689,12 @@ impl Session {
                 Err(e) => return Err(Error::Session(format!("nft stopped answering: {e}"))),
             }
         }
-        // The last "Error:" line is the marker's own.
-        if let Some(i) = lines.iter().rposition(|l| l.starts_with("Error:")) {
+        // The last error is the marker's own. Others may carry a location first
+        // ("internal:0:0-0: Error: ...").
+        if let Some(i) = lines.iter().rposition(|l| l.contains("Error:")) {
             lines.remove(i);
         }
-        if lines.iter().any(|l| l.starts_with("Error:")) {
+        if lines.iter().any(|l| l.contains("Error:")) {
             return Err(Error::Nft {
                 stderr: shorten(&lines.join("\n")),
             });
@@ -820,8 +844,10 @@ mod tests {
             "add map ip bp service-nodeports { type inet_proto . inet_service : verdict; }",
             "add map ip bp no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; }",
             "add map ip bp no-endpoint-nodeports { type inet_proto . inet_service : verdict; }",
-            "add map ip bp cluster-endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }",
-            "add map ip bp nodeport-endpoints { typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }",
+            "add map ip bp cluster-endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport; }",
+            "add map ip bp cluster-endpoints-udp { typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport; }",
+            "add map ip bp nodeport-endpoints-tcp { typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport; }",
+            "add map ip bp nodeport-endpoints-udp { typeof udp dport . numgen random mod 1 : ip daddr . udp dport; }",
             "add set ip bp hairpin { type ipv4_addr . ipv4_addr; }",
             "add chain ip bp reject-chain",
             "add rule ip bp reject-chain meta l4proto tcp reject with tcp reset",
@@ -882,26 +908,26 @@ mod tests {
             "add set ip bp aff-ns/d/udp/dns/10.244.1.3/5353 { type ipv4_addr; flags dynamic,timeout; timeout 60s; }",
             "add chain ip bp cluster-1",
             "add rule ip bp cluster-1 ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000",
-            "add rule ip bp cluster-1 meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @cluster-endpoints",
-            "add rule ip bp cluster-1 meta l4proto udp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @cluster-endpoints",
+            "add rule ip bp cluster-1 meta l4proto tcp dnat ip to ip daddr . tcp dport . numgen random mod 1 map @cluster-endpoints-tcp",
+            "add rule ip bp cluster-1 meta l4proto udp dnat ip to ip daddr . udp dport . numgen random mod 1 map @cluster-endpoints-udp",
             "add chain ip bp cluster-2",
             "add rule ip bp cluster-2 ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000",
-            "add rule ip bp cluster-2 meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints",
-            "add rule ip bp cluster-2 meta l4proto udp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints",
+            "add rule ip bp cluster-2 meta l4proto tcp dnat ip to ip daddr . tcp dport . numgen random mod 2 map @cluster-endpoints-tcp",
+            "add rule ip bp cluster-2 meta l4proto udp dnat ip to ip daddr . udp dport . numgen random mod 2 map @cluster-endpoints-udp",
             "add chain ip bp nodeport-2",
             "add rule ip bp nodeport-2 meta mark set meta mark | 0x4000",
-            "add rule ip bp nodeport-2 meta l4proto tcp dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints",
-            "add rule ip bp nodeport-2 meta l4proto udp dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints",
+            "add rule ip bp nodeport-2 meta l4proto tcp dnat ip to tcp dport . numgen random mod 2 map @nodeport-endpoints-tcp",
+            "add rule ip bp nodeport-2 meta l4proto udp dnat ip to udp dport . numgen random mod 2 map @nodeport-endpoints-udp",
             "add chain ip bp svc-ns/d/udp/dns",
             "add rule ip bp svc-ns/d/udp/dns ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000",
             "add rule ip bp svc-ns/d/udp/dns ip saddr @aff-ns/d/udp/dns/10.244.1.1/5353 update @aff-ns/d/udp/dns/10.244.1.1/5353 { ip saddr } meta l4proto udp dnat ip to 10.244.1.1:5353",
             "add rule ip bp svc-ns/d/udp/dns ip saddr @aff-ns/d/udp/dns/10.244.1.3/5353 update @aff-ns/d/udp/dns/10.244.1.3/5353 { ip saddr } meta l4proto udp dnat ip to 10.244.1.3:5353",
             "add rule ip bp svc-ns/d/udp/dns numgen random mod 2 == 0 update @aff-ns/d/udp/dns/10.244.1.1/5353 { ip saddr } meta l4proto udp dnat ip to 10.244.1.1:5353",
             "add rule ip bp svc-ns/d/udp/dns update @aff-ns/d/udp/dns/10.244.1.3/5353 { ip saddr } meta l4proto udp dnat ip to 10.244.1.3:5353",
-            "add element ip bp cluster-endpoints { 10.96.0.1 . tcp . 80 . 0 : 10.244.1.1 . 8080, 10.96.0.2 . tcp . 80 . 0 : 10.244.1.1 . 8080, 10.96.0.2 . tcp . 80 . 1 : 10.244.1.2 . 8080 }",
+            "add element ip bp cluster-endpoints-tcp { 10.96.0.1 . 80 . 0 : 10.244.1.1 . 8080, 10.96.0.2 . 80 . 0 : 10.244.1.1 . 8080, 10.96.0.2 . 80 . 1 : 10.244.1.2 . 8080 }",
             "add element ip bp hairpin { 10.244.1.1 . 10.244.1.1, 10.244.1.2 . 10.244.1.2, 10.244.1.3 . 10.244.1.3 }",
             "add element ip bp no-endpoint-services { 10.96.0.3 . tcp . 81 : goto reject-chain }",
-            "add element ip bp nodeport-endpoints { tcp . 30080 . 0 : 10.244.1.1 . 8080, tcp . 30080 . 1 : 10.244.1.2 . 8080 }",
+            "add element ip bp nodeport-endpoints-tcp { 30080 . 0 : 10.244.1.1 . 8080, 30080 . 1 : 10.244.1.2 . 8080 }",
             "add element ip bp service-ips { 10.96.0.1 . tcp . 80 : goto cluster-1, 10.96.0.2 . tcp . 80 : goto cluster-2, 10.96.0.4 . udp . 53 : goto svc-ns/d/udp/dns }",
             "add element ip bp service-nodeports { tcp . 30080 : goto nodeport-2 }",
         ];
@@ -941,9 +967,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                "delete element ip bp cluster-endpoints { 10.96.0.1 . tcp . 80 . 0, 10.96.0.1 . tcp . 80 . 1 }",
+                "delete element ip bp cluster-endpoints-tcp { 10.96.0.1 . 80 . 0, 10.96.0.1 . 80 . 1 }",
                 "delete element ip bp hairpin { 10.244.1.1 . 10.244.1.1 }",
-                "add element ip bp cluster-endpoints { 10.96.0.1 . tcp . 80 . 0 : 10.244.1.2 . 80, 10.96.0.1 . tcp . 80 . 1 : 10.244.1.4 . 80 }",
+                "add element ip bp cluster-endpoints-tcp { 10.96.0.1 . 80 . 0 : 10.244.1.2 . 80, 10.96.0.1 . 80 . 1 : 10.244.1.4 . 80 }",
                 "add element ip bp hairpin { 10.244.1.4 . 10.244.1.4 }",
             ]
         );
@@ -961,7 +987,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                "delete element ip bp cluster-endpoints { 10.96.0.1 . tcp . 80 . 0 }",
+                "delete element ip bp cluster-endpoints-tcp { 10.96.0.1 . 80 . 0 }",
                 "delete element ip bp hairpin { 10.244.1.1 . 10.244.1.1 }",
                 "delete element ip bp service-ips { 10.96.0.1 . tcp . 80 }",
                 "add element ip bp no-endpoint-services { 10.96.0.1 . tcp . 80 : goto reject-chain }",
@@ -976,10 +1002,10 @@ mod tests {
             [
                 "add chain ip bp cluster-1",
                 "add rule ip bp cluster-1 ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000",
-                "add rule ip bp cluster-1 meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @cluster-endpoints",
-                "add rule ip bp cluster-1 meta l4proto udp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @cluster-endpoints",
+                "add rule ip bp cluster-1 meta l4proto tcp dnat ip to ip daddr . tcp dport . numgen random mod 1 map @cluster-endpoints-tcp",
+                "add rule ip bp cluster-1 meta l4proto udp dnat ip to ip daddr . udp dport . numgen random mod 1 map @cluster-endpoints-udp",
                 "delete element ip bp no-endpoint-services { 10.96.0.1 . tcp . 80 }",
-                "add element ip bp cluster-endpoints { 10.96.0.1 . tcp . 80 . 0 : 10.244.1.1 . 80 }",
+                "add element ip bp cluster-endpoints-tcp { 10.96.0.1 . 80 . 0 : 10.244.1.1 . 80 }",
                 "add element ip bp hairpin { 10.244.1.1 . 10.244.1.1 }",
                 "add element ip bp service-ips { 10.96.0.1 . tcp . 80 : goto cluster-1 }",
             ]
