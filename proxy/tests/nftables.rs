@@ -216,6 +216,7 @@ fn node_ports_and_udp_services_reach_their_backends() {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // says why the test did nothing
 fn a_udp_flow_moves_when_its_endpoint_goes_if_conntrack_is_there() {
     if sh(&["conntrack", "--version"]).is_err() {
         eprintln!("skipped: the conntrack tool is not installed");
