@@ -99,6 +99,8 @@ pub enum Error {
     Nft { stderr: String },
     #[error("nft -i session lost: {0}")]
     Session(String),
+    #[error("an earlier batch failed, so the table is not known: a full sync must come first")]
+    NeedsFullSync,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -494,8 +496,10 @@ pub fn full_script(cfg: &NftConfig, state: &State) -> Vec<String> {
 /// ends. `refs` is updated to what the table holds after it.
 fn update_script_refs(cfg: &NftConfig, refs: &mut Refs, changes: &[Change]) -> Vec<String> {
     let t = format!("ip {}", cfg.table);
-    let classes_before: BTreeSet<Class> = refs.classes.keys().copied().collect();
-    let hairpin_before: BTreeSet<Ipv4Addr> = refs.hairpin.keys().copied().collect();
+    // Whether each shared part touched was in use before the batch (only these are looked
+    // at afterwards: the whole table's counts are never walked).
+    let mut classes_touched: BTreeMap<Class, bool> = BTreeMap::new();
+    let mut hairpin_touched: BTreeMap<Ipv4Addr, bool> = BTreeMap::new();
     let (mut new_chains, mut flush, mut del_sets, mut add_sets, mut rules, mut del_chains) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut del_elems = BTreeMap::new();
@@ -510,6 +514,16 @@ fn update_script_refs(cfg: &NftConfig, refs: &mut Refs, changes: &[Change]) -> V
             .after()
             .map(|i| owned(cfg, name, i))
             .unwrap_or_default();
+        for c in old.classes.iter().chain(&new.classes) {
+            classes_touched
+                .entry(*c)
+                .or_insert_with(|| refs.classes.contains_key(c));
+        }
+        for ip in old.hairpin.iter().chain(&new.hairpin) {
+            hairpin_touched
+                .entry(*ip)
+                .or_insert_with(|| refs.hairpin.contains_key(ip));
+        }
         refs.remove(&old);
         refs.add(&new);
         for (k, v) in &old.elements {
@@ -553,17 +567,19 @@ fn update_script_refs(cfg: &NftConfig, refs: &mut Refs, changes: &[Change]) -> V
             }
         }
     }
-    let classes_after: BTreeSet<Class> = refs.classes.keys().copied().collect();
-    let hairpin_after: BTreeSet<Ipv4Addr> = refs.hairpin.keys().copied().collect();
     let mut cmds = Vec::new();
-    for class in classes_after.difference(&classes_before) {
-        add_chain_cmds(&t, &class.chain(), &class.rules(cfg), &mut cmds);
+    for (class, before) in &classes_touched {
+        if !before && refs.classes.contains_key(class) {
+            add_chain_cmds(&t, &class.chain(), &class.rules(cfg), &mut cmds);
+        }
     }
-    for ip in hairpin_before.difference(&hairpin_after) {
-        del_elems.insert((HAIRPIN, hairpin_key(*ip)), String::new());
-    }
-    for ip in hairpin_after.difference(&hairpin_before) {
-        add_elems.insert((HAIRPIN, hairpin_key(*ip)), String::new());
+    for (ip, before) in &hairpin_touched {
+        let after = refs.hairpin.contains_key(ip);
+        if *before && !after {
+            del_elems.insert((HAIRPIN, hairpin_key(*ip)), String::new());
+        } else if !before && after {
+            add_elems.insert((HAIRPIN, hairpin_key(*ip)), String::new());
+        }
     }
     cmds.extend(new_chains);
     cmds.extend(flush);
@@ -573,9 +589,11 @@ fn update_script_refs(cfg: &NftConfig, refs: &mut Refs, changes: &[Change]) -> V
     cmds.extend(element_cmds("delete", &t, &del_elems, usize::MAX));
     cmds.extend(element_cmds("add", &t, &add_elems, usize::MAX));
     cmds.extend(del_chains);
-    for class in classes_before.difference(&classes_after) {
-        cmds.push(format!("flush chain {t} {}", class.chain()));
-        cmds.push(format!("delete chain {t} {}", class.chain()));
+    for (class, before) in &classes_touched {
+        if *before && !refs.classes.contains_key(class) {
+            cmds.push(format!("flush chain {t} {}", class.chain()));
+            cmds.push(format!("delete chain {t} {}", class.chain()));
+        }
     }
     cmds
 }
@@ -715,6 +733,8 @@ impl Drop for Session {
 pub struct Nftables {
     cfg: NftConfig,
     refs: Refs,
+    /// A batch failed after `refs` were updated: only a full sync may follow.
+    stale: bool,
     session: Option<Session>,
     conntrack: Conntrack,
 }
@@ -727,6 +747,7 @@ impl Nftables {
             conntrack: Conntrack::new(cfg.conntrack.clone()),
             cfg,
             refs: Refs::default(),
+            stale: false,
             session: None,
         }
     }
@@ -764,16 +785,23 @@ impl Dataplane for Nftables {
         let (cmds, refs) = full_script_refs(&self.cfg, state);
         run_spawn(&self.cfg.nft, &cmds).map_err(wrap)?;
         self.refs = refs;
+        self.stale = false;
         Ok(())
     }
 
     fn apply(&mut self, changes: &[Change]) -> dataplane::Result<()> {
-        let mut refs = self.refs.clone();
-        let cmds = update_script_refs(&self.cfg, &mut refs, changes);
-        if !cmds.is_empty() {
-            self.run_incremental(&cmds).map_err(wrap)?;
+        if self.stale {
+            return Err(wrap(Error::NeedsFullSync));
         }
-        self.refs = refs;
+        // The counts are updated in place (cloning them would cost as much as the update);
+        // if the transaction fails they no longer match the table until the next full sync.
+        let cmds = update_script_refs(&self.cfg, &mut self.refs, changes);
+        if !cmds.is_empty() {
+            if let Err(err) = self.run_incremental(&cmds) {
+                self.stale = true;
+                return Err(wrap(err));
+            }
+        }
         self.conntrack.clear(&stale_udp_flows(changes));
         Ok(())
     }
@@ -787,6 +815,7 @@ impl Dataplane for Nftables {
         )
         .map_err(wrap)?;
         self.refs = Refs::default();
+        self.stale = false;
         Ok(())
     }
 }
