@@ -14,7 +14,7 @@ use berth_proxy::{
     model::diff, Change, Dataplane, Endpoint, NftConfig, Nftables, Protocol, ServicePortInfo,
     ServicePortName, State,
 };
-use common::{ask, ask_udp, sh, topology, Netns, TcpBackend, UdpBackend, NODE_IP};
+use common::{ask, ask_udp, sh, topology, Netns, TcpBackend, UdpBackend, NODE_IP, PEER};
 
 const BACKENDS: [&str; 3] = ["10.244.1.1", "10.244.1.2", "10.244.1.3"];
 
@@ -283,4 +283,119 @@ fn a_full_sync_replaces_everything_and_cleanup_removes_the_table() {
         // Cleanup of nothing is fine too.
         dp.cleanup().unwrap();
     });
+}
+
+/// A node namespace routing for a pod namespace behind a veth pair: traffic from the pod
+/// takes the prerouting and forward hooks, as pod traffic does.
+fn node_and_pod(node: &Netns, pod: &Netns) {
+    let (n, p) = (node.name.as_str(), pod.name.as_str());
+    sh(&[
+        "ip", "-n", n, "link", "add", "hp0", "type", "veth", "peer", "name", "eth0", "netns", p,
+    ])
+    .unwrap();
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "addr",
+        "add",
+        "10.244.1.254/24",
+        "dev",
+        "hp0",
+    ])
+    .unwrap();
+    sh(&["ip", "-n", n, "link", "set", "hp0", "up"]).unwrap();
+    sh(&["ip", "-n", n, "link", "set", "lo", "up"]).unwrap();
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        n,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ])
+    .unwrap();
+    // An uplink with a default route, as a node has: traffic to ClusterIPs is routable.
+    sh(&[
+        "ip", "-n", n, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ])
+    .unwrap();
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "addr",
+        "add",
+        "192.168.50.1/24",
+        "dev",
+        "up0",
+    ])
+    .unwrap();
+    sh(&["ip", "-n", n, "link", "set", "up0", "up"]).unwrap();
+    sh(&["ip", "-n", n, "link", "set", "up1", "up"]).unwrap();
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.168.50.2",
+    ])
+    .unwrap();
+    sh(&["ip", "-n", p, "addr", "add", "10.244.1.5/24", "dev", "eth0"]).unwrap();
+    sh(&["ip", "-n", p, "link", "set", "eth0", "up"]).unwrap();
+    sh(&["ip", "-n", p, "link", "set", "lo", "up"]).unwrap();
+    sh(&[
+        "ip",
+        "-n",
+        p,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.244.1.254",
+    ])
+    .unwrap();
+}
+
+#[test]
+fn a_pod_reaches_itself_through_its_service_masqueraded_and_is_refused_without_endpoints() {
+    let node = Netns::new("nft-hp-node").unwrap();
+    let pod = Netns::new("nft-hp-pod").unwrap();
+    node_and_pod(&node, &pod);
+    let mut dp = node.run(|| {
+        let mut dp = nftables();
+        let state: State = [
+            (
+                name("self"),
+                svc("10.96.0.70", 80, Protocol::Tcp, eps(&["10.244.1.5"], 8080)),
+            ),
+            (
+                name("empty"),
+                svc("10.96.0.71", 53, Protocol::Udp, Vec::new()),
+            ),
+        ]
+        .into();
+        dp.sync_full(&state).unwrap();
+        dp
+    });
+    pod.run(|| {
+        // Forwarded traffic to a Service without endpoints gets an ICMP port-unreachable.
+        // (Checked first: right after the hairpin flow below, which the node also answers
+        // with an ICMP redirect, the node's next ICMP error to this pod was seen held back.)
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sock.connect("10.96.0.71:53").unwrap();
+        let err = ask_udp(&sock).expect_err("no endpoints, yet udp answered");
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        let _me = TcpBackend::start("10.244.1.5:8080", PEER).unwrap();
+        // The pod's packet comes back to it DNATed; without the hairpin masquerade its
+        // source would be its own address (dropped as martian). Masqueraded, the backend
+        // sees the node's address.
+        assert_eq!(ask("10.96.0.70:80").unwrap(), "10.244.1.254");
+    });
+    node.run(|| dp.cleanup().unwrap());
 }

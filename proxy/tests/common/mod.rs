@@ -85,7 +85,11 @@ pub fn topology(backends: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A TCP server that writes `reply` to every connection and closes it.
+/// A [`TcpBackend`] reply that stands for the client's address as the server sees it.
+pub const PEER: &str = "$peer";
+
+/// A TCP server that writes `reply` (or, for [`PEER`], the client's address) to every
+/// connection and closes it.
 pub struct TcpBackend {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -105,7 +109,11 @@ impl TcpBackend {
                     break;
                 }
                 if let Ok(mut c) = conn {
-                    let _ = c.write_all(reply.as_bytes());
+                    let answer = match (reply.as_str(), c.peer_addr()) {
+                        (PEER, Ok(peer)) => peer.ip().to_string(),
+                        _ => reply.clone(),
+                    };
+                    let _ = c.write_all(answer.as_bytes());
                 }
             }
         });
