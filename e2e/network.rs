@@ -52,8 +52,20 @@ spec:
 
 /// `testserver --get` inside the client pod; the bodies (or errors), one per line.
 fn get_from_client(c: &Cluster, url: &str, count: u32) -> Vec<String> {
-    let out = c.kubectl(&["exec", "client", "--", "/testserver", "--get", url, "--count", &count.to_string()]);
-    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    let out = c.kubectl(&[
+        "exec",
+        "client",
+        "--",
+        "/testserver",
+        "--get",
+        url,
+        "--count",
+        &count.to_string(),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// The `hostname=` of each answer.
@@ -78,14 +90,20 @@ fn pods_by_node(c: &Cluster) -> Vec<(String, String, String)> {
     .lines()
     .filter_map(|l| {
         let mut w = l.split_whitespace();
-        Some((w.next()?.to_string(), w.next()?.to_string(), w.next()?.to_string()))
+        Some((
+            w.next()?.to_string(),
+            w.next()?.to_string(),
+            w.next()?.to_string(),
+        ))
     })
     .collect()
 }
 
 #[test]
 fn pods_reach_pods_and_services_across_nodes() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let c = Cluster::netns(2);
     c.apply(WEB);
     c.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
@@ -101,7 +119,11 @@ fn pods_reach_pods_and_services_across_nodes() {
     let client_ip = c.kubectl_ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]);
     let remote = pods.iter().find(|p| p.1 == "n2").expect("a web pod on n2");
     let got = get_from_client(&c, &format!("http://{}:8080/", remote.2), 1);
-    assert_eq!(hostnames(&got), BTreeSet::from([remote.0.clone()]), "{got:?}");
+    assert_eq!(
+        hostnames(&got),
+        BTreeSet::from([remote.0.clone()]),
+        "{got:?}"
+    );
     let env = get_from_client(&c, &format!("http://{}:8080/env", remote.2), 1).join("\n");
     assert!(!env.is_empty() && !client_ip.is_empty());
 
@@ -118,7 +140,10 @@ fn pods_reach_pods_and_services_across_nodes() {
             let seen = hostnames(&lines);
             (seen == all).then_some(lines)
         });
-        assert!(got.iter().all(|l| l.starts_with("hostname=")), "{url}: {got:?}");
+        assert!(
+            got.iter().all(|l| l.starts_with("hostname=")),
+            "{url}: {got:?}"
+        );
     }
 
     // NodePort from outside the nodes (this machine, on the nodes' bridge), on both nodes.
@@ -150,21 +175,31 @@ fn pods_reach_pods_and_services_across_nodes() {
 
     // A Service without endpoints is refused at once, not left to time out.
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=0"]);
-    c.wait("no endpoints", 60, || pods_by_node(&c).is_empty().then_some(()));
+    c.wait("no endpoints", 60, || {
+        pods_by_node(&c).is_empty().then_some(())
+    });
     let started = std::time::Instant::now();
     let lines = c.wait("a refusal", 30, || {
         let l = get_from_client(&c, &format!("http://{vip}/"), 1);
         l.iter().any(|l| l.contains("refused")).then_some(l)
     });
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{lines:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{lines:?}"
+    );
 }
 
 fn http_get(addr: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), std::time::Duration::from_secs(2))?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
     let mut r = String::new();
     s.read_to_string(&mut r)?;
-    Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default())
+    Ok(r.split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default())
 }

@@ -43,11 +43,22 @@ pub fn images() -> PathBuf {
 impl Cluster {
     /// `nodes` nodes as network namespaces, one control-plane member.
     pub fn netns(nodes: usize) -> Cluster {
-        let tmp = tempfile::Builder::new().prefix("berth-e2e-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-e2e-")
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let started = Instant::now();
         let out = Command::new(root().join("deploy/cluster"))
-            .args(["up", "--provider", "netns", "--nodes", &nodes.to_string(), "--control-planes", "1"])
+            .args([
+                "up",
+                "--provider",
+                "netns",
+                "--nodes",
+                &nodes.to_string(),
+                "--control-planes",
+                "1",
+            ])
             .arg("--dir")
             .arg(&dir)
             .arg("--images")
@@ -55,7 +66,11 @@ impl Cluster {
             .env("BERTH_BIN_DIR", bin_dir())
             .output()
             .unwrap();
-        let cluster = Cluster { dir, _tmp: tmp, down: false };
+        let cluster = Cluster {
+            dir,
+            _tmp: tmp,
+            down: false,
+        };
         assert!(
             out.status.success(),
             "deploy/cluster up failed:\n{}",
@@ -108,7 +123,10 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 let pods = self.kubectl(&["get", "pods", "-A", "-o", "wide"]);
-                panic!("timed out waiting for {what}\n{}", String::from_utf8_lossy(&pods.stdout));
+                panic!(
+                    "timed out waiting for {what}\n{}",
+                    String::from_utf8_lossy(&pods.stdout)
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -133,7 +151,10 @@ impl Cluster {
         if std::thread::panicking() {
             for f in ["n1/agent.log", "n2/agent.log", "n1/server.log"] {
                 let p = self.dir.join(f);
-                let _ = std::fs::copy(&p, std::env::temp_dir().join(format!("berth-e2e-{}", f.replace('/', "-"))));
+                let _ = std::fs::copy(
+                    &p,
+                    std::env::temp_dir().join(format!("berth-e2e-{}", f.replace('/', "-"))),
+                );
             }
         }
         let _ = Command::new(root().join("deploy/cluster"))
@@ -152,5 +173,9 @@ impl Drop for Cluster {
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

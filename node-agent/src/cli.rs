@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// traffic to anywhere else is masqueraded.
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: berth_cni::subnet::Subnet,
+    /// How Services are programmed with Berth's own network: `auto` (IPVS where the
+    /// kernel has it, else nftables), `nftables`, `ipvs`, or `none` (no proxy here).
+    #[arg(long, default_value = "auto")]
+    pub proxy_mode: String,
     /// MTU of pod interfaces; default 1450 with VXLAN (50 bytes of encapsulation), 1500
     /// otherwise.
     #[arg(long)]
@@ -401,6 +405,10 @@ pub async fn start(mut args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<A
                 conf_dir: args.data_dir.join("cni/net.d"),
                 ipam_dir: args.data_dir.join("cni/ipam"),
                 cluster_cidr: args.cluster_cidr,
+                proxy: match args.proxy_mode.as_str() {
+                    "none" => None,
+                    m => Some(m.parse::<berth_proxy::Mode>().context("--proxy-mode")?),
+                },
                 mtu: args.network_mtu.unwrap_or(if mode == NetworkMode::Vxlan {
                     1450
                 } else {

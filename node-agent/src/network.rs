@@ -43,6 +43,8 @@ pub struct NetworkConfig {
     pub cluster_cidr: Subnet,
     /// MTU of the pods' interfaces and the overlay device.
     pub mtu: u32,
+    /// The service proxy's back end; `None` runs no proxy.
+    pub proxy: Option<berth_proxy::Mode>,
 }
 
 /// The pod range this node was given, once known.
@@ -250,12 +252,42 @@ pub async fn run(
     }
 }
 
+/// The service proxy, until the task is dropped.
+async fn proxy(client: kube::Client, cfg: NetworkConfig, requested: berth_proxy::Mode) {
+    let cluster_cidr: Option<berth_proxy::Ipv4Cidr> = cfg.cluster_cidr.to_string().parse().ok();
+    let mode = match berth_proxy::select_mode(requested) {
+        berth_proxy::Mode::Ipvs => {
+            tracing::warn!("the IPVS back end is not wired to the proxy yet: using nftables");
+            berth_proxy::Mode::Nftables
+        }
+        m => m,
+    };
+    let config = berth_proxy::Config {
+        node_name: cfg.node_name.clone(),
+        cluster_cidr,
+        mode,
+        ..Default::default()
+    };
+    tracing::info!(%mode, "service proxy starting");
+    loop {
+        let dataplane = Box::new(berth_proxy::Nftables::new(berth_proxy::NftConfig {
+            cluster_cidr,
+            ..Default::default()
+        }));
+        if let Err(e) = berth_proxy::run(client.clone(), config.clone(), dataplane).await {
+            tracing::error!(error = %e, "the service proxy stopped; restarting");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// Once the node's range is known: remember it (pods' resolv.conf points at its
-/// gateway) and serve cluster DNS there, on port 53, until the task is dropped. With
-/// `--cluster-dns` given, pods use those servers and no DNS server runs here.
+/// gateway), start the service proxy, and serve cluster DNS on the gateway, port 53,
+/// until the task is dropped. With `--cluster-dns` given, pods use those servers and no
+/// DNS server runs here.
 pub async fn services(
     client: kube::Client,
-    _cfg: NetworkConfig,
+    cfg: NetworkConfig,
     dns: crate::pod::translate::DnsSettings,
     cell: std::sync::Arc<std::sync::OnceLock<Subnet>>,
     mut pod_cidr: PodCidr,
@@ -269,8 +301,11 @@ pub async fn services(
         }
     };
     let _ = cell.set(cidr);
+    let _proxy = cfg
+        .proxy
+        .map(|mode| AbortOnDrop(tokio::spawn(proxy(client.clone(), cfg.clone(), mode))));
     if !dns.cluster_dns.is_empty() {
-        return;
+        return std::future::pending().await;
     }
     let listen = std::net::SocketAddr::from((cidr.gateway(), 53));
     let config = berth_proxy::dns::DnsConfig {
@@ -284,6 +319,15 @@ pub async fn services(
             Err(e) => tracing::error!(error = %e, "the DNS server failed; restarting"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Aborts a task when dropped (the services task is aborted with the network's).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -340,6 +384,7 @@ mod tests {
             ipam_dir: "/x/ipam".into(),
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             mtu: 1450,
+            proxy: None,
         };
         let c = conflist(&cfg, &"10.244.3.0/24".parse().unwrap());
         assert_eq!(c["plugins"][0]["type"], "berth-cni");
