@@ -19,6 +19,9 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # The node agent's tests wire pods with the reference CNI plugins (bridge, host-local).
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+# The service proxy: nftables, and conntrack to clear stale UDP flows.
+command -v nft >/dev/null || need+=(nftables)
+command -v conntrack >/dev/null || need+=(conntrack)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -64,6 +67,9 @@ cargo bench -q --profile dev -p berth-apiserver --bench api_bench -- --ops 100 -
 
 step "scheduler benchmark smoke run (debug build, 200 nodes and 500 pods: proves it runs, not how fast)"
 cargo bench -q --profile dev -p berth-scheduler --bench scheduler -- --nodes 200 --pods 500
+
+step "proxy sync benchmark smoke run (debug build, 100 Services: proves it runs, not how fast)"
+cargo bench -q --profile dev -p berth-proxy --bench sync -- --services 100 --connects 200 --updates 5
 
 step "pod start benchmark smoke run (debug build, few pods: proves it runs, not how fast)"
 cargo bench -q --profile dev -p berth --bench pod_start -- --pods 5 --burst 5 --anchor 3

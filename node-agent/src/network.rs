@@ -129,10 +129,12 @@ fn nft(script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Remove the masquerade table (`berth reset`).
+/// Remove the masquerade table and the service proxy's (`berth reset`).
 pub fn remove_rules() {
-    if let Err(e) = nft("table ip berth-net\ndelete table ip berth-net\n") {
-        tracing::warn!(error = %e, "removing the masquerade table failed");
+    for table in ["berth-net", berth_proxy::nft::TABLE] {
+        if let Err(e) = nft(&format!("table ip {table}\ndelete table ip {table}\n")) {
+            tracing::warn!(%table, error = %e, "removing an nft table failed");
+        }
     }
 }
 
