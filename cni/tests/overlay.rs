@@ -4,13 +4,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 
 use berth_cni::netlink::{Netlink, RTPROT_BERTH};
 use berth_cni::overlay::{self, Mode, NodeNet, Overlay};
 
 mod common;
-use common::Namespaces;
+use common::{plugin, Namespaces};
 
 const N1: usize = 0;
 const N2: usize = 1;
@@ -30,33 +29,14 @@ fn add_pod(ns: &Namespaces, node: usize, pod: usize, subnet: &str, data: &std::p
         r#"{{"cniVersion":"1.0.0","name":"ovl","type":"berth-cni","subnet":"{subnet}","mtu":1450,"dataDir":"{}"}}"#,
         data.display()
     );
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.name(node),
-            env!("CARGO_BIN_EXE_berth-cni"),
-        ])
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", format!("pod{pod}"))
-        .env("CNI_NETNS", ns.path(pod))
-        .env("CNI_IFNAME", "eth0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    let out = plugin(
+        ns.name(node),
+        "ADD",
+        &format!("pod{pod}"),
+        &ns.path(pod),
+        &conf,
     );
+    assert!(out.ok, "{}", out.json);
 }
 
 /// Connect from pod `from` to `to_ip`:7000 where pod `to` listens; the address the

@@ -5,48 +5,13 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use berth_cni::netlink::Netlink;
 use berth_cni::netns;
 use berth_cni::plugin::Error;
-use serde_json::Value;
 
 mod common;
-use common::Namespaces;
-
-struct Out {
-    ok: bool,
-    json: Value,
-}
-
-fn plugin(node: &str, command: &str, container: &str, netns: &Path, conf: &str) -> Out {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", node, env!("CARGO_BIN_EXE_berth-cni")])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    Out {
-        ok: out.status.success(),
-        json: serde_json::from_str(text.trim()).unwrap_or(Value::Null),
-    }
-}
+use common::{plugin, Namespaces, Out};
 
 fn conf(dir: &Path, extra: &str) -> String {
     format!(

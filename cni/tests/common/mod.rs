@@ -1,8 +1,9 @@
 //! Network namespaces for the crate's tests.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Named network namespaces, deleted on drop.
 pub struct Namespaces(Vec<String>);
@@ -66,5 +67,39 @@ impl Drop for Namespaces {
         for n in &self.0 {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
+    }
+}
+
+/// What `berth-cni` printed for one command run in the node namespace `node`.
+pub struct Out {
+    pub ok: bool,
+    pub json: serde_json::Value,
+}
+
+pub fn plugin(node: &str, command: &str, container: &str, netns: &Path, conf: &str) -> Out {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node, env!("CARGO_BIN_EXE_berth-cni")])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    Out {
+        ok: out.status.success(),
+        json: serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null),
     }
 }
