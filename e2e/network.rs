@@ -187,6 +187,43 @@ fn pods_reach_pods_and_services_across_nodes() {
         started.elapsed() < std::time::Duration::from_secs(30),
         "{lines:?}"
     );
+
+    // Deleting pods and Services leaves no veth, no address reservation, no nft entry.
+    c.kubectl_ok(&[
+        "delete",
+        "deployment/web",
+        "service/web",
+        "service/web-np",
+        "pod/client",
+        "--wait=true",
+    ]);
+    c.wait("every pod gone", 90, || {
+        let left = c.kubectl_ok(&["get", "pods", "-o", "name"]);
+        left.trim().is_empty().then_some(())
+    });
+    for node in ["n1", "n2"] {
+        // Fails (with what is left) unless the node comes clean within 30 s.
+        c.wait(
+            &format!("{node} to have no veth, reservation or Service entry"),
+            30,
+            || {
+                let links: Vec<String> = c
+                    .on_node(node, &["ip", "-o", "link", "show"])
+                    .lines()
+                    .filter(|l| l.contains(": veth"))
+                    .map(String::from)
+                    .collect();
+                let reserved = c.reservations(node);
+                let rules = c.on_node(node, &["nft", "list", "table", "ip", "berth-proxy"]);
+                let stale = rules.contains(vip.as_str()) || rules.contains("30080");
+                if !(links.is_empty() && reserved.is_empty() && !stale) {
+                    tracing::info!(node, ?links, ?reserved, stale, "not clean yet");
+                    return None;
+                }
+                Some(())
+            },
+        );
+    }
 }
 
 fn http_get(addr: &str) -> std::io::Result<String> {

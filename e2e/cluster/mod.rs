@@ -143,6 +143,41 @@ impl Cluster {
         ])
     }
 
+    /// Run a command in a node's network namespace (its stdout; panics on failure).
+    pub fn on_node(&self, node: &str, args: &[&str]) -> String {
+        let env = std::fs::read_to_string(self.dir.join("cluster.env")).unwrap();
+        let tag = env
+            .lines()
+            .find_map(|l| l.strip_prefix("TAG="))
+            .expect("TAG in cluster.env");
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{tag}-{node}"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} on {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The addresses reserved for pods on a node.
+    pub fn reservations(&self, node: &str) -> Vec<String> {
+        let dir = self.dir.join(node).join("agent/cni/ipam/berth");
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     pub fn down(&mut self) {
         if self.down {
             return;
