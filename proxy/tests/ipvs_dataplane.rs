@@ -156,11 +156,14 @@ impl Pod {
 
     /// One connection to `to` from inside the pod: `<server> <peer it saw>`.
     fn ask(&self, to: SocketAddr) -> String {
+        self.ask_result(to)
+            .unwrap_or_else(|e| panic!("{} asking {to}: {e}", self.ip))
+    }
+
+    fn ask_result(&self, to: SocketAddr) -> std::io::Result<String> {
         let (tx, rx) = channel();
         self.asks.as_ref().unwrap().send((to, tx)).unwrap();
-        rx.recv()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{} asking {to}: {e}", self.ip))
+        rx.recv().unwrap()
     }
 
     fn served(&self) -> usize {
@@ -251,12 +254,36 @@ fn config() -> IpvsConfig {
     }
 }
 
+/// Packets the table's reject chain refused so far.
+fn rejected() -> u64 {
+    let chain = nft_list(&["chain", "ip", TABLE, "reject-chain"]).unwrap();
+    chain
+        .split("counter packets ")
+        .skip(1)
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// A connection to `to` is refused at once, by the table (IPVS alone would answer with
+/// an ICMP port-unreachable as well: the reject chain's counters tell them apart).
 fn refused_at_once(to: SocketAddr) {
+    let before = rejected();
     let start = Instant::now();
     let err = ask(to).expect_err("a Service without endpoints refuses connections");
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{to}: {err}");
     assert!(took < Duration::from_secs(1), "{to} refused after {took:?}");
+    assert_eq!(
+        rejected(),
+        before + 1,
+        "{to} was not refused by the reject chain"
+    );
 }
 
 #[test]
@@ -311,8 +338,13 @@ fn ipvs_dataplane_balances_masquerades_refuses_and_cleans_up() {
         let served_a = a.served();
         assert_eq!(served_a, 5);
 
-        // A Service without endpoints is refused at once, by the table's reject.
+        // A Service without endpoints is refused at once, by the table's reject, from
+        // the node and from a pod.
         refused_at_once(empty_vip);
+        let before = rejected();
+        let err = a.ask_result(empty_vip).expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        assert_eq!(rejected(), before + 1);
         let set = nft_list(&["set", "ip", TABLE, "no-endpoints"]).unwrap();
         assert!(set.contains("10.96.0.30 . tcp . 80"), "{set}");
 

@@ -6,7 +6,7 @@
 //! filter-input / -forward / -output (priority -110: before IPVS, which hooks LOCAL_IN
 //! and LOCAL_OUT after the nat chains)
 //!     ct state new ip daddr . meta l4proto . th dport @no-endpoints goto reject-chain
-//!         (tcp reset, else icmp port-unreachable)
+//!         (tcp reset, else icmp port-unreachable; counted)
 //! nat-prerouting / nat-output ─► services
 //!     ip daddr . meta l4proto . th dport @cluster-ips [ip saddr != <cluster CIDR>] mark
 //!     ip daddr . meta l4proto . th dport @node-ports                              mark
@@ -15,6 +15,11 @@
 //!     ip daddr . meta l4proto . th dport . ip saddr @hairpin ─► masquerade
 //!         (IPVS picked the client itself: a pod reaching itself through its Service)
 //! ```
+//!
+//! IPVS itself answers a connection to a virtual service without destinations with an ICMP
+//! port-unreachable (`ip_vs_leave`, with "no destination available" in the kernel log);
+//! the reject here comes first, answers TCP with a reset, does not depend on IPVS
+//! scheduling, and its counters show what was refused.
 //!
 //! Every per-service part is a set element; the chains and rules are fixed. An update is
 //! element deletes and adds in one transaction, and no chain is ever created or deleted
@@ -172,8 +177,8 @@ fn base(spec: &TableSpec<'_>) -> Vec<String> {
             "add set {t} {HAIRPIN} {{ type ipv4_addr . inet_proto . inet_service . ipv4_addr; }}"
         ),
         format!("add chain {t} {REJECT_CHAIN}"),
-        format!("add rule {t} {REJECT_CHAIN} meta l4proto tcp reject with tcp reset"),
-        format!("add rule {t} {REJECT_CHAIN} reject"),
+        format!("add rule {t} {REJECT_CHAIN} meta l4proto tcp counter reject with tcp reset"),
+        format!("add rule {t} {REJECT_CHAIN} counter reject"),
     ]);
     for hook in ["input", "forward", "output"] {
         c.push(format!(
@@ -320,8 +325,8 @@ mod tests {
             "add set ip bi no-endpoints { type ipv4_addr . inet_proto . inet_service; }",
             "add set ip bi hairpin { type ipv4_addr . inet_proto . inet_service . ipv4_addr; }",
             "add chain ip bi reject-chain",
-            "add rule ip bi reject-chain meta l4proto tcp reject with tcp reset",
-            "add rule ip bi reject-chain reject",
+            "add rule ip bi reject-chain meta l4proto tcp counter reject with tcp reset",
+            "add rule ip bi reject-chain counter reject",
             "add chain ip bi filter-input { type filter hook input priority -110; policy accept; }",
             "add rule ip bi filter-input ct state new ip daddr . meta l4proto . th dport @no-endpoints goto reject-chain",
             "add chain ip bi filter-forward { type filter hook forward priority -110; policy accept; }",
