@@ -256,26 +256,50 @@ pub async fn run(
 
 /// The service proxy, until the task is dropped.
 async fn proxy(client: kube::Client, cfg: NetworkConfig, requested: berth_proxy::Mode) {
+    use berth_proxy::{Dataplane, IpvsConfig, IpvsDataplane, Mode, NftConfig, Nftables};
     let cluster_cidr: Option<berth_proxy::Ipv4Cidr> = cfg.cluster_cidr.to_string().parse().ok();
-    let mode = match berth_proxy::select_mode(requested) {
-        berth_proxy::Mode::Ipvs => {
-            tracing::warn!("the IPVS back end is not wired to the proxy yet: using nftables");
-            berth_proxy::Mode::Nftables
-        }
-        m => m,
-    };
+    let mode = berth_proxy::select_mode(requested);
     let config = berth_proxy::Config {
         node_name: cfg.node_name.clone(),
         cluster_cidr,
         mode,
         ..Default::default()
     };
+    let nft_config = NftConfig {
+        cluster_cidr,
+        ..Default::default()
+    };
+    // NodePorts on the node's IP; ClusterIPs on the IPVS dummy interface.
+    let ipvs_config = IpvsConfig {
+        node_ips: vec![cfg.node_ip],
+        cluster_cidr,
+        ..Default::default()
+    };
     tracing::info!(%mode, "service proxy starting");
+    // What the other back end left (the mode changed since the last run) would catch
+    // Service traffic first. IPVS leftovers are only looked for where its interface
+    // exists: in nftables mode the IPVS table may be someone else's.
+    let (nft_old, ipvs_old) = (nft_config.clone(), ipvs_config.clone());
+    let cleaned = tokio::task::spawn_blocking(move || match mode {
+        Mode::Ipvs => Nftables::new(nft_old).cleanup(),
+        _ if berth_proxy::ipvs::dummy::exists(&ipvs_old.link).unwrap_or(false) => {
+            IpvsDataplane::new(ipvs_old).cleanup()
+        }
+        _ => Ok(()),
+    })
+    .await;
+    match cleaned {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "removing the other proxy back end's rules failed")
+        }
+        Err(e) => tracing::warn!(error = %e, "removing the other proxy back end's rules panicked"),
+    }
     loop {
-        let dataplane = Box::new(berth_proxy::Nftables::new(berth_proxy::NftConfig {
-            cluster_cidr,
-            ..Default::default()
-        }));
+        let dataplane: Box<dyn Dataplane> = match mode {
+            Mode::Ipvs => Box::new(IpvsDataplane::new(ipvs_config.clone())),
+            _ => Box::new(Nftables::new(nft_config.clone())),
+        };
         if let Err(e) = berth_proxy::run(client.clone(), config.clone(), dataplane).await {
             tracing::error!(error = %e, "the service proxy stopped; restarting");
         }

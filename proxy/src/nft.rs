@@ -611,7 +611,7 @@ fn shorten(stderr: &str) -> String {
 }
 
 /// One `nft -f -` per transaction.
-fn run_spawn(nft: &PathBuf, cmds: &[String]) -> Result<()> {
+pub(crate) fn run_spawn(nft: &PathBuf, cmds: &[String]) -> Result<()> {
     let spawn_err = |source| Error::Spawn {
         path: nft.display().to_string(),
         source,
@@ -644,7 +644,7 @@ fn run_spawn(nft: &PathBuf, cmds: &[String]) -> Result<()> {
 
 /// A long-lived `nft -i`: a line is one transaction.
 #[derive(Debug)]
-struct Session {
+pub(crate) struct Session {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
@@ -652,7 +652,7 @@ struct Session {
 }
 
 impl Session {
-    fn start(nft: &PathBuf) -> Result<Session> {
+    pub(crate) fn start(nft: &PathBuf) -> Result<Session> {
         let mut child = Command::new(nft)
             .arg("-i")
             .stdin(Stdio::piped())
@@ -690,7 +690,7 @@ impl Session {
 
     /// Runs one transaction. `Err(Error::Nft)` if nft reported an error (the session stays
     /// usable); `Err(Error::Session)` if the session broke.
-    fn run(&mut self, table: &str, cmds: &[String]) -> Result<()> {
+    pub(crate) fn run(&mut self, table: &str, cmds: &[String]) -> Result<()> {
         self.seq += 1;
         // Listing a table that does not exist: nft answers on stderr with the command echoed,
         // after everything the transaction printed.

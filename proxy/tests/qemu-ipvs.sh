@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # The IPVS back end against a kernel that has ip_vs: boots Debian's kernel in QEMU (TCG)
-# from an initramfs holding busybox, the ip_vs modules and the static test binary of
-# proxy/tests/ipvs_kernel.rs, runs it with BERTH_REQUIRE_IPVS=1 (so nothing is skipped),
-# and prints PASS or FAIL from the serial console. Exit 0 on PASS, 1 on FAIL, 2 when a
-# prerequisite is missing.
+# from an initramfs holding busybox, the ip_vs and nf_tables modules and the static test
+# binaries of proxy/tests/ipvs_kernel.rs (the netlink layer and executor) and
+# proxy/tests/ipvs_dataplane.rs (the IPVS Dataplane with its nft table and real traffic),
+# runs them with BERTH_REQUIRE_IPVS=1 (so nothing is skipped), and prints PASS or FAIL
+# from the serial console. Exit 0 on PASS, 1 on FAIL, 2 when a prerequisite is missing.
 #
 # Needs, from Debian: linux-image-amd64 (kernel in /boot, modules in /lib/modules),
-# qemu-system-x86, busybox-static, iproute2 (its `ip` and libraries go into the guest:
-# busybox's cannot move a veth end to another namespace). BERTH_GUEST_KERNEL picks a kernel version; the
-# newest one under /lib/modules with ip_vs is the default. Honors CARGO_TARGET_DIR.
+# qemu-system-x86, busybox-static, iproute2 and nftables (`ip` and `nft` and their
+# libraries go into the guest: busybox's ip cannot move a veth end to another namespace).
+# BERTH_GUEST_KERNEL picks a kernel version; the newest one under /lib/modules with ip_vs
+# is the default. Honors CARGO_TARGET_DIR.
 #
-# This is the seed of the QEMU cluster: one guest, no network, one binary.
+# This is the seed of the QEMU cluster: one guest, no network.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-boot_timeout=${BERTH_QEMU_TIMEOUT:-120}
+boot_timeout=${BERTH_QEMU_TIMEOUT:-240}
+tests=(ipvs_kernel ipvs_dataplane)
 target=x86_64-unknown-linux-gnu
 
 die() { echo "qemu-ipvs: $*" >&2; exit 2; }
@@ -41,30 +44,38 @@ moddir=/lib/modules/$kver
 command -v qemu-system-x86_64 >/dev/null || die "no qemu-system-x86_64 (apt-get install -y qemu-system-x86)"
 busybox=$(command -v busybox) || die "no busybox (apt-get install -y busybox-static)"
 iproute=$(command -v ip) || die "no ip (apt-get install -y iproute2)"
+[[ -x /usr/sbin/nft ]] || die "no /usr/sbin/nft (apt-get install -y nftables)"
 file -L "$busybox" | grep -q 'statically linked' || die "$busybox is not static (apt-get install -y busybox-static)"
 
 work=$(mktemp -d /tmp/bt-qemu-ipvs.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-echo "qemu-ipvs: building the static test binary"
-executable=$(
+echo "qemu-ipvs: building the static test binaries (${tests[*]})"
+(
     cd "$repo" &&
-        RUSTFLAGS='-C target-feature=+crt-static' cargo test -p berth-proxy --test ipvs_kernel \
-            --no-run --target "$target" --message-format=json 2>"$work/build.log" |
-        grep -o '"executable":"[^"]*"' | tail -n1 | cut -d'"' -f4
+        RUSTFLAGS='-C target-feature=+crt-static' cargo test -p berth-proxy \
+            $(printf -- '--test %s ' "${tests[@]}") \
+            --no-run --target "$target" --message-format=json >"$work/build.json" 2>"$work/build.log"
 ) || true
-if [[ -z $executable || ! -x $executable ]]; then
-    tail -n 30 "$work/build.log" >&2
-    echo "qemu-ipvs: FAIL (build)"
-    exit 1
-fi
 
 root=$work/root
-mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,modules}
+mkdir -p "$root"/{bin,sbin,usr/sbin,etc,proc,sys,dev,tmp,modules}
+for t in "${tests[@]}"; do
+    executable=$(grep "\"name\":\"$t\"" "$work/build.json" 2>/dev/null |
+        grep -o '"executable":"[^"]*"' | tail -n1 | cut -d'"' -f4) || true
+    if [[ -z $executable || ! -x $executable ]]; then
+        tail -n 30 "$work/build.log" >&2
+        echo "qemu-ipvs: FAIL (build of $t)"
+        exit 1
+    fi
+    cp "$executable" "$root/bin/$t"
+done
 cp "$busybox" "$root/bin/busybox"
-cp "$executable" "$root/bin/ipvs_kernel"
 cp "$iproute" "$root/sbin/ip"
-for lib in $(ldd "$iproute" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+cp /usr/sbin/nft "$root/usr/sbin/nft"
+cp /etc/protocols /etc/services "$root/etc/" 2>/dev/null || true
+for lib in $(for b in "$iproute" /usr/sbin/nft; do ldd "$b"; done |
+    awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u); do
     cp --parents -L "$lib" "$root"
 done
 
@@ -81,7 +92,11 @@ add_module() {
     order+=("$rel")
 }
 add_module kernel/crypto/crc32c_generic.ko
-for m in kernel/net/netfilter/ipvs/ip_vs_rr.ko kernel/drivers/net/dummy.ko kernel/drivers/net/veth.ko; do
+# nf_tables and the expressions IPVS mode's table uses (ct, masquerade, nat chains,
+# reject): the guest has no modprobe to load them on demand.
+for m in kernel/net/netfilter/ipvs/ip_vs_rr.ko kernel/drivers/net/dummy.ko kernel/drivers/net/veth.ko \
+    kernel/net/netfilter/nft_ct.ko kernel/net/netfilter/nft_chain_nat.ko kernel/net/netfilter/nft_masq.ko \
+    kernel/net/ipv4/netfilter/nft_reject_ipv4.ko; do
     grep -q "^$m:" "$moddir/modules.dep" || die "$moddir has no $m"
     add_module "$m"
 done
@@ -106,15 +121,19 @@ for m in $(cat /modules/order); do
     insmod "/modules/$m" || echo "qemu-ipvs guest: insmod $m failed"
 done
 echo "qemu-ipvs guest: kernel $(uname -r), ip_vs: $(head -n1 /proc/net/ip_vs 2>/dev/null)"
-BERTH_REQUIRE_IPVS=1 RUST_BACKTRACE=1 /bin/ipvs_kernel --test-threads=1
-rc=$?
-if [ "$rc" = 0 ]; then
+failed=""
+for t in TESTS; do
+    echo "qemu-ipvs guest: running $t"
+    BERTH_REQUIRE_IPVS=1 RUST_BACKTRACE=1 /bin/$t --test-threads=1 || failed="$failed $t"
+done
+if [ -z "$failed" ]; then
     echo "BERTH-QEMU-RESULT: PASS"
 else
-    echo "BERTH-QEMU-RESULT: FAIL (exit $rc)"
+    echo "BERTH-QEMU-RESULT: FAIL ($failed )"
 fi
 poweroff -f
 EOF
+sed -i "s/TESTS/${tests[*]}/" "$root/init"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
 

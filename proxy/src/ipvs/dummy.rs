@@ -216,6 +216,43 @@ impl DummyLink {
     }
 }
 
+/// Whether an interface called `name` exists in the calling thread's network namespace.
+pub fn exists(name: &str) -> Result<bool> {
+    let mut conn =
+        Conn::open(NETLINK_ROUTE).map_err(|f| f.during(|| "open rtnetlink socket".to_owned()))?;
+    Ok(get_link(&mut conn, name)?.is_some())
+}
+
+/// Delete the interface called `name`, whatever its kind, if there is one (cleaning up
+/// without creating it first, as [`DummyLink::ensure`] would). Returns whether it existed.
+pub fn delete_if_exists(name: &str) -> Result<bool> {
+    let mut conn =
+        Conn::open(NETLINK_ROUTE).map_err(|f| f.during(|| "open rtnetlink socket".to_owned()))?;
+    let Some((index, _)) = get_link(&mut conn, name)? else {
+        return Ok(false);
+    };
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    match conn.request(
+        NetlinkMessage::from(RouteNetlinkMessage::DelLink(msg)),
+        Kind::Ack(0),
+    ) {
+        Ok(_) => {
+            info!(link = name, "deleted interface");
+            Ok(true)
+        }
+        Err(f) => {
+            let err = f.during(|| format!("delete interface {name}"));
+            // Gone between the look-up and now.
+            if err.raw_os_error() == Some(libc::ENODEV) {
+                Ok(false)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
 /// The index and kind of the interface called `name`, if there is one.
 fn get_link(conn: &mut Conn, name: &str) -> Result<Option<(u32, Option<InfoKind>)>> {
     let mut msg = LinkMessage::default();

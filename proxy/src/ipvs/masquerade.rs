@@ -1,5 +1,5 @@
-//! Which packets IPVS mode must masquerade (source NAT to the node), described as data
-//! for whoever writes the nftables rules; this module writes none.
+//! Which packets IPVS mode must masquerade (source NAT to the node), described as data;
+//! [`super::rules`] turns it into the elements of IPVS mode's nftables table.
 //!
 //! IPVS with masquerade forwarding only rewrites the destination. A reply must come back
 //! through this node for IPVS to undo that, which fails in three cases, the ones
@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Desired, Protocol, ServiceKey, VipKind};
+use super::{Desired, Protocol, ServiceKey, VipKind, VirtualService};
 
 /// The packet mark that asks `postrouting` to masquerade (kube-proxy's `0x4000`).
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -63,33 +63,46 @@ pub fn masquerade_rules(desired: &Desired, pod_cidr: Option<Cidr>) -> Vec<Masque
     let mut hairpins = BTreeSet::new();
     let mut rules = Vec::new();
     for service in desired.services() {
-        rules.push(match service.kind {
-            VipKind::ClusterIp => MasqueradeRule::ClusterIpFromOutside {
-                service: service.key,
-                pod_cidr,
-            },
-            VipKind::NodePort => MasqueradeRule::NodePort {
-                service: service.key,
-            },
-        });
-        hairpins.extend(
-            service
-                .real_servers
-                .iter()
-                .map(|endpoint| MasqueradeRule::Hairpin {
-                    protocol: service.key.protocol,
-                    endpoint: *endpoint,
-                }),
-        );
+        for rule in service_rules(service, pod_cidr) {
+            match rule {
+                MasqueradeRule::Hairpin { .. } => {
+                    hairpins.insert(rule);
+                }
+                _ => rules.push(rule),
+            }
+        }
     }
     rules.extend(hairpins);
     rules
 }
 
+/// The rules one virtual service needs: its ClusterIP or NodePort rule, then a hairpin
+/// rule per real server (which other services may need as well).
+pub fn service_rules(
+    service: &VirtualService,
+    pod_cidr: Option<Cidr>,
+) -> impl Iterator<Item = MasqueradeRule> + '_ {
+    let own = match service.kind {
+        VipKind::ClusterIp => MasqueradeRule::ClusterIpFromOutside {
+            service: service.key,
+            pod_cidr,
+        },
+        VipKind::NodePort => MasqueradeRule::NodePort {
+            service: service.key,
+        },
+    };
+    let protocol = service.key.protocol;
+    std::iter::once(own).chain(service.real_servers.iter().map(move |endpoint| {
+        MasqueradeRule::Hairpin {
+            protocol,
+            endpoint: *endpoint,
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipvs::VirtualService;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

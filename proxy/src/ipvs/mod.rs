@@ -10,12 +10,17 @@
 //!   after any failure.
 //!
 //! Around it, IPVS mode needs conntrack for IPVS connections and masquerade rules for
-//! some packets: [`SYSCTLS`] and [`masquerade`] describe them.
+//! some packets: [`SYSCTLS`] and [`masquerade`] describe them, and [`rules`] writes them
+//! (with the refusal of services without endpoints) as an nftables table.
+//!
+//! [`dataplane`]: the proxy's [`crate::Dataplane`] on top of all this ([`IpvsDataplane`]).
 
+pub mod dataplane;
 pub mod dummy;
 pub mod masquerade;
 pub mod netlink;
 pub mod plan;
+pub mod rules;
 mod socket;
 
 #[cfg(test)]
@@ -28,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, info, warn};
 
+pub use self::dataplane::{IpvsConfig, IpvsDataplane};
 pub use self::dummy::DummyLink;
 pub use self::netlink::{Destination, IpvsNetlink, Protocol, Service, ServiceKey};
 pub use self::plan::{plan, plan_scope, plan_service, Scope};
