@@ -68,6 +68,14 @@ for wip in $(kubectl get pods -l app=web -o jsonpath='{.items[*].status.podIP}')
 done
 kubectl get endpoints web
 
+vip=$(kubectl get svc web -o jsonpath='{.spec.clusterIP}')
+port=$(kubectl get svc web -o jsonpath='{.spec.ports[0].port}')
+step "the app answers through its Service (ClusterIP $vip:$port, spread over the replicas)"
+for _ in $(seq 1 6); do curl -s --max-time 5 "http://$vip:$port/"; done
+
+step "and by name from inside a pod (cluster DNS): web.default.svc.cluster.local"
+kubectl exec hello -- /testserver --get "http://web.default.svc.cluster.local:$port/"
+
 step "kubectl logs hello"
 
 kubectl logs hello

@@ -161,6 +161,23 @@ fn pods_reach_pods_and_services_across_nodes() {
         assert_eq!(seen.len(), 4);
     }
 
+    // A second Service asking for the same NodePort is refused, and the first keeps working.
+    let clash = c.kubectl(&[
+        "create",
+        "service",
+        "nodeport",
+        "clash",
+        "--tcp=80:8080",
+        "--node-port=30080",
+    ]);
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        !clash.status.success() && err.contains("provided port is already allocated"),
+        "{err}"
+    );
+    let ip = c.node_ip("n1");
+    assert!(hostnames(&[http_get(&format!("{ip}:30080")).unwrap()]).len() == 1);
+
     // Removing backends stops traffic to them.
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=1"]);
     let left = c.wait("the scale-down", 90, || {
