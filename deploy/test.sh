@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== [%4ss] %s\n' "$SECONDS" "$*"; }
 
 step "installing test dependencies (Debian packages)"
 need=()
