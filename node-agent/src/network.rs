@@ -129,8 +129,17 @@ fn nft(script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Remove the masquerade table and the service proxy's (`berth reset`).
+/// Remove the masquerade table and the service proxy's, in either mode (`berth reset`).
 pub fn remove_rules() {
+    use berth_proxy::Dataplane;
+    // IPVS mode's services, device and table; only where its device shows it ran here,
+    // since the IPVS table may otherwise be someone else's.
+    let ipvs = berth_proxy::IpvsConfig::default();
+    if berth_proxy::ipvs::dummy::exists(&ipvs.link).unwrap_or(false) {
+        if let Err(e) = berth_proxy::IpvsDataplane::new(ipvs).cleanup() {
+            tracing::warn!(error = %e, "removing the IPVS proxy's state failed");
+        }
+    }
     for table in ["berth-net", berth_proxy::nft::TABLE] {
         if let Err(e) = nft(&format!("table ip {table}\ndelete table ip {table}\n")) {
             tracing::warn!(%table, error = %e, "removing an nft table failed");
