@@ -7,6 +7,8 @@
 #   --runs N      measured iterations per runtime (default 100)
 #   --quick       10 iterations (CI smoke)
 #   --debug       time the debug build (the one the tests build; for smoke runs, not figures)
+#   --no-build    use target/PROFILE/berth-runtime as it is (deploy/test.sh builds it with the
+#                 workspace's features beforehand; a build of one package would differ)
 #   --bundle DIR  the OCI bundle (default deploy/images/out/bundle-busybox, built if missing)
 #
 # Method (one Python driver timing with time.perf_counter_ns, one process for all runtimes):
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --runs=*) runs="${1#--runs=}"; shift ;;
     --quick) runs=10; shift ;;
     --debug) profile=debug; shift ;;
+    --no-build) build=no; shift ;;
     --bundle) bundle="${2:?--bundle needs a directory}"; shift 2 ;;
     --bundle=*) bundle="${1#--bundle=}"; shift ;;
     -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
@@ -61,8 +64,10 @@ fi
 py=/usr/bin/python3
 [ -x "$py" ] || py="$(command -v python3)"
 
-# Always through cargo, so the binary is never stale (a no-op when it is current).
-if [ "$profile" = debug ]; then
+# Through cargo unless told not to, so the binary is never stale (a no-op when current).
+if [ "${build:-yes}" = no ]; then
+  :
+elif [ "$profile" = debug ]; then
   (cd "$repo" && cargo build -q -p berth-runtime --bin berth-runtime)
 else
   (cd "$repo" && cargo build -q --release -p berth-runtime --bin berth-runtime)

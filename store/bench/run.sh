@@ -3,11 +3,13 @@
 # 3-member etcd 3.4 (Debian's etcd-server), all on loopback on this machine, driven by the
 # same client and workload in one run; etcd is the anchor the ratios are against.
 #
-#   store/bench/run.sh [--duration SECONDS] [--debug]
+#   store/bench/run.sh [--duration SECONDS] [--debug] [--no-build]
 #
 # Installs etcd-server if it is missing, builds berth and store-bench (release unless
 # --debug), starts both clusters in a temporary directory, runs store-bench, and stops
-# everything on exit, whatever happened.
+# everything on exit, whatever happened. --no-build takes the binaries in target/PROFILE as
+# they are: deploy/test.sh builds them with the whole workspace's features beforehand, which
+# a build of these two packages alone would not share.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=10
@@ -16,6 +18,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --debug) profile=debug; shift ;;
+    --no-build) build=no; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -26,11 +29,13 @@ if ! command -v etcd >/dev/null; then
   apt-get install -y -qq etcd-server >/dev/null || { apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; }
 fi
 
-echo "== building berth and store-bench ($profile)" >&2
-if [ "$profile" = release ]; then
-  cargo build -q --release -p berth -p berth-store --bins
-else
-  cargo build -q -p berth -p berth-store --bins
+if [ "${build:-yes}" = yes ]; then
+  echo "== building berth and store-bench ($profile)" >&2
+  if [ "$profile" = release ]; then
+    cargo build -q --release -p berth -p berth-store --bins
+  else
+    cargo build -q -p berth -p berth-store --bins
+  fi
 fi
 bin=${CARGO_TARGET_DIR:-target}/$profile
 
