@@ -16,6 +16,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the flag structs does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run one member of the Raft-replicated store (etcd v3 API; etcd's flag names).
@@ -35,6 +37,10 @@ enum Command {
     /// A one-node cluster on this machine in one command: `berth server` and `berth agent`,
     /// with DATA_DIR/kubeconfig.yaml for kubectl.
     Up(UpArgs),
+    /// Make (or reuse) a cluster CA in DATA_DIR/pki and write DATA_DIR/kubeconfig.yaml, an
+    /// admin kubeconfig for SERVER: copy pki/ca.crt and pki/ca.key into each control-plane
+    /// member's DATA_DIR/pki before its first start, so that they share one CA.
+    Pki(PkiArgs),
     /// The bundled OCI runtime, with runc's verbs and flags (`berth runtime --help`).
     Runtime {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -74,6 +80,11 @@ async fn async_main() -> std::process::ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal, not in log files, and not when NO_COLOR says so.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -84,6 +95,7 @@ async fn async_main() -> std::process::ExitCode {
         Command::Agent(args) => agent(args).await,
         Command::Up(args) => up(args).await,
         Command::Reset(args) => reset(args).await,
+        Command::Pki(args) => pki(args),
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
     };
     match result {
@@ -156,6 +168,37 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down (pods keep running; the next `berth up` takes them over)");
     cp.shutdown().await;
     r
+}
+
+#[derive(clap::Args)]
+struct PkiArgs {
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
+    /// The API URL the admin kubeconfig names.
+    #[arg(long)]
+    server: String,
+}
+
+fn pki(args: PkiArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let pki = berth_apiserver::tls::Pki::bootstrap(&args.data_dir, &["127.0.0.1".to_string()])?;
+    let path = args.data_dir.join("kubeconfig.yaml");
+    let text = pki.kubeconfig(
+        &args.server,
+        "admin",
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 async fn reset(args: berth_node_agent::cli::ResetArgs) -> anyhow::Result<()> {

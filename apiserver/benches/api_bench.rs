@@ -169,17 +169,12 @@ async fn main() {
         .join(",");
     let starts = members.iter().map(|(name, api, client, peer)| {
         let args = ServerArgs {
-            data_dir: dir.path().join(name),
             listen: format!("127.0.0.1:{api}").parse().unwrap(),
-            advertise: vec![],
             name: name.clone(),
             store_client_url: format!("http://127.0.0.1:{client}"),
             store_peer_url: format!("http://127.0.0.1:{peer}"),
             initial_cluster: Some(initial.clone()),
-            initial_cluster_state: "new".into(),
-            backend: berth_store::backend::Engine::Sled,
-            service_cluster_ip_range: "10.96.0.0/12".into(),
-            token_auth_file: None,
+            ..ServerArgs::new(dir.path().join(name))
         };
         ControlPlane::start(args)
     });

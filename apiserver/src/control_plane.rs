@@ -54,15 +54,43 @@ pub struct ServerArgs {
     /// `new` to form a cluster, `existing` to join one.
     #[arg(long, default_value = "new")]
     pub initial_cluster_state: String,
+    /// Raft heartbeat interval of the store member, in milliseconds (etcd's flag). Raise it
+    /// with --election-timeout on slow machines or networks, where heartbeats time out.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Raft election timeout of the store member, in milliseconds (etcd's flag); at least 5
+    /// heartbeat intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
     /// Storage engine under the Raft state machine.
     #[arg(long, value_enum, default_value_t = berth_store::backend::Engine::Sled)]
     pub backend: berth_store::backend::Engine,
     /// The range Service cluster IPs are allocated from.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
+    /// The bootstrap token node agents join with (`[a-z0-9]{6}.[a-z0-9]{16}`, as
+    /// `berth agent --token`); default one of this server's own, kept across restarts.
+    #[arg(long, value_parser = parse_bootstrap_token)]
+    pub bootstrap_token: Option<String>,
     /// Static bearer tokens: `token,user,uid,"group1,group2"` per line.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The defaults of `berth server`, with `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let mut args = Flags::try_parse_from(["server", "--data-dir", "."])
+            .expect("the defaults parse")
+            .server;
+        args.data_dir = data_dir;
+        args
+    }
 }
 
 /// A running control-plane member.
@@ -101,9 +129,25 @@ impl ControlPlane {
             format!("--initial-cluster={initial_cluster}"),
             format!("--initial-cluster-state={}", args.initial_cluster_state),
             format!("--backend={}", engine_name(args.backend)),
+            format!("--heartbeat-interval={}", args.heartbeat_interval),
+            format!("--election-timeout={}", args.election_timeout),
         ])
         .context("store flags")?
         .store;
+        let mut hosts = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            args.listen.ip().to_string(),
+        ];
+        hosts.extend(args.advertise.iter().cloned());
+        hosts.sort();
+        hosts.dedup();
+        hosts.retain(|h| h != "0.0.0.0");
+        let service_cidr = crate::alloc::Cidr::parse(&args.service_cluster_ip_range)
+            .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+        // The PKI comes first: the other members of a new cluster are started with a copy of
+        // this CA (DATA_DIR/pki/ca.{crt,key}), before the store can elect a leader.
+        let pki = crate::tls::Pki::bootstrap(&args.data_dir, &hosts)?;
         let store = berth_store::node::StoreNode::start(store_args.to_config()?)
             .await
             .context("starting the store member")?;
@@ -120,18 +164,6 @@ impl ControlPlane {
                 Err(e) => return Err(e).context("store has no leader"),
             }
         }
-        let mut hosts = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            args.listen.ip().to_string(),
-        ];
-        hosts.extend(args.advertise.iter().cloned());
-        hosts.sort();
-        hosts.dedup();
-        hosts.retain(|h| h != "0.0.0.0");
-        let service_cidr = crate::alloc::Cidr::parse(&args.service_cluster_ip_range)
-            .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
-        let pki = crate::tls::Pki::bootstrap(&args.data_dir, &hosts)?;
         let cache = WatchCache::start(storage.clone()).await?;
         let tokens = match &args.token_auth_file {
             Some(p) => Tokens::load(p)?,
@@ -155,7 +187,8 @@ impl ControlPlane {
         crate::bootstrap::ensure(&api)
             .await
             .map_err(|e| anyhow::anyhow!("bootstrap objects: {e}"))?;
-        let bootstrap_token = ensure_bootstrap_token(&api, &args.data_dir).await?;
+        let bootstrap_token =
+            ensure_bootstrap_token(&api, &args.data_dir, args.bootstrap_token.as_deref()).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
@@ -253,16 +286,29 @@ fn existing_bootstrap_token(path: &std::path::Path) -> Option<String> {
     crate::bootstrap_token::parse(token).map(|_| token.to_string())
 }
 
-/// The bootstrap token this server hands out: the one of an earlier start, else a new one
-/// stored as its Secret. An earlier token whose Secret was deleted stays revoked.
+fn parse_bootstrap_token(s: &str) -> Result<String, String> {
+    crate::bootstrap_token::parse(s)
+        .map(|_| s.to_string())
+        .ok_or_else(|| "a bootstrap token is [a-z0-9]{6}.[a-z0-9]{16}".to_string())
+}
+
+/// The bootstrap token this server hands out: the one it was given (its Secret made if
+/// missing), else the one of an earlier start, else a new one stored as its Secret. An
+/// earlier token whose Secret was deleted stays revoked.
 async fn ensure_bootstrap_token(
     api: &ApiServer,
     data_dir: &std::path::Path,
+    given: Option<&str>,
 ) -> anyhow::Result<String> {
-    if let Some(token) = existing_bootstrap_token(&data_dir.join(BOOTSTRAP_KUBECONFIG)) {
-        return Ok(token);
-    }
-    let token = crate::bootstrap_token::generate();
+    let token = match given {
+        Some(t) => t.to_string(),
+        None => {
+            if let Some(token) = existing_bootstrap_token(&data_dir.join(BOOTSTRAP_KUBECONFIG)) {
+                return Ok(token);
+            }
+            crate::bootstrap_token::generate()
+        }
+    };
     let secret =
         crate::bootstrap_token::secret(&token, &[crate::bootstrap_token::DEFAULT_NODE_GROUP], None);
     let target = crate::request::Target {
@@ -278,10 +324,12 @@ async fn ensure_bootstrap_token(
         apply: false,
         requester: None,
     };
-    api.create(&target, secret, &opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the bootstrap token: {e}"))?;
-    Ok(token)
+    match api.create(&target, secret, &opts).await {
+        Ok(_) => Ok(token),
+        // Another member given the same token, or an earlier start, made it.
+        Err(e) if given.is_some() && e.code == 409 => Ok(token),
+        Err(e) => Err(anyhow::anyhow!("creating the bootstrap token: {e}")),
+    }
 }
 
 fn engine_name(e: berth_store::backend::Engine) -> &'static str {

@@ -98,6 +98,47 @@ fn verb_of(method: &Method, target: &Target, q: &Query) -> &'static str {
 }
 
 impl ApiServer {
+    /// `/metrics` in Prometheus' text format: the store member's Raft state, as etcd's
+    /// `etcd_server_is_leader` and `etcd_server_has_leader` (for admins only, as in
+    /// Kubernetes).
+    fn prometheus_metrics(&self) -> Response {
+        use std::fmt::Write;
+        let mut out = String::new();
+        if let Some(m) = self.storage.member_status() {
+            let gauge = |out: &mut String, name: &str, help: &str, value: String| {
+                let _ = write!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{member=\"{}\"}} {value}\n",
+                    m.name
+                );
+            };
+            gauge(
+                &mut out,
+                "berth_store_is_leader",
+                "Whether this server's store member leads the Raft group (1) or not (0).",
+                u8::from(m.is_leader).to_string(),
+            );
+            gauge(
+                &mut out,
+                "berth_store_has_leader",
+                "Whether this server's store member knows of a leader (1) or not (0).",
+                u8::from(m.has_leader).to_string(),
+            );
+            gauge(
+                &mut out,
+                "berth_store_term",
+                "The Raft term this server's store member is in.",
+                m.term.to_string(),
+            );
+        }
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            out,
+        )
+            .into_response()
+    }
+
     /// The caller: a bearer token if one is sent, else the client certificate.
     pub fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Option<User> {
         if let Some(auth) = headers
@@ -183,6 +224,9 @@ impl ApiServer {
                     path: path.to_string(),
                 };
                 self.check(user, &attrs)?;
+                if path == "/metrics" {
+                    return Ok(self.prometheus_metrics());
+                }
                 return discovery::serve(method, path, req.headers());
             }
         };

@@ -104,6 +104,19 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete(&self, key: &str, expected: i64) -> Result<i64>;
     /// Streams every change under `[start, end)` from `from` (inclusive) on.
     fn watch(&self, start: &str, end: &str, from: i64) -> mpsc::Receiver<WatchBatch>;
+    /// The Raft state of this process's store member, when there is one.
+    fn member_status(&self) -> Option<MemberStatus> {
+        None
+    }
+}
+
+/// What `/metrics` reports about the store member beside the API server.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub name: String,
+    pub is_leader: bool,
+    pub has_leader: bool,
+    pub term: u64,
 }
 
 /// The end of the range of every key starting with `prefix`.
@@ -215,6 +228,16 @@ impl LocalStore {
 
 #[async_trait]
 impl Storage for LocalStore {
+    fn member_status(&self) -> Option<MemberStatus> {
+        let node = self.node();
+        Some(MemberStatus {
+            name: node.name.clone(),
+            is_leader: node.is_leader(),
+            has_leader: node.current_leader().is_some(),
+            term: node.current_term(),
+        })
+    }
+
     async fn linearizable_revision(&self) -> Result<i64> {
         self.node().read_barrier().await.map_err(store_err)?;
         Ok(self.node().mvcc.current_revision())

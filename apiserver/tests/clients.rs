@@ -382,6 +382,20 @@ async fn authentication_rbac_and_the_node_authoriser() {
             .0,
         200
     );
+    // /metrics is for admins only; it tells the store member's Raft state.
+    assert_eq!(
+        raw(&alice, "GET", "/metrics", "text/plain", vec![]).await.0,
+        403
+    );
+    let (code, metrics) = raw(&admin, "GET", "/metrics", "text/plain", vec![]).await;
+    assert_eq!(code, 200, "{metrics}");
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains("berth_store_is_leader{member=\"default\"} 1")
+            && text.contains("berth_store_has_leader{member=\"default\"} 1")
+            && text.contains("# TYPE berth_store_term gauge"),
+        "{text}"
+    );
 
     // A RoleBinding to `view` lets alice read in default only; bob's group gets edit.
     let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",

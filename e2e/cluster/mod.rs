@@ -1,6 +1,9 @@
-//! A multi-node cluster for e2e scenarios: `deploy/cluster up --provider netns` in a
-//! temporary directory (torn down with `deploy/cluster down` on drop, even after a
-//! failure), and kubectl against it.
+//! A multi-node cluster for e2e scenarios: `deploy/cluster up` in a temporary directory
+//! (torn down with `deploy/cluster down` on drop, even after a failure), and kubectl
+//! against it. The provider is `BERTH_E2E_PROVIDER` (`netns`, the default, or `qemu`).
+
+// Shared by several test crates, each using part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -8,6 +11,12 @@ use std::time::{Duration, Instant};
 
 pub struct Cluster {
     pub dir: PathBuf,
+    pub provider: String,
+    /// Every node's name (`n1`...); the first `control_planes` run a control-plane member.
+    pub nodes: Vec<String>,
+    pub control_planes: usize,
+    /// The API server kubectl uses instead of the kubeconfig's (see [`Cluster::use_member`]).
+    server: std::sync::Mutex<Option<String>>,
     _tmp: tempfile::TempDir,
     down: bool,
 }
@@ -43,6 +52,17 @@ pub fn images() -> PathBuf {
 impl Cluster {
     /// `nodes` nodes as network namespaces, one control-plane member.
     pub fn netns(nodes: usize) -> Cluster {
+        Self::up("netns", nodes, 1)
+    }
+
+    /// `nodes` nodes, `control_planes` of them control-plane members, on the provider
+    /// `BERTH_E2E_PROVIDER` names (default `netns`).
+    pub fn from_env(nodes: usize, control_planes: usize) -> Cluster {
+        let provider = std::env::var("BERTH_E2E_PROVIDER").unwrap_or_else(|_| "netns".into());
+        Self::up(&provider, nodes, control_planes)
+    }
+
+    pub fn up(provider: &str, nodes: usize, control_planes: usize) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("berth-e2e-")
             .tempdir()
@@ -53,11 +73,11 @@ impl Cluster {
             .args([
                 "up",
                 "--provider",
-                "netns",
+                provider,
                 "--nodes",
                 &nodes.to_string(),
                 "--control-planes",
-                "1",
+                &control_planes.to_string(),
             ])
             .arg("--dir")
             .arg(&dir)
@@ -68,6 +88,10 @@ impl Cluster {
             .unwrap();
         let cluster = Cluster {
             dir,
+            provider: provider.to_string(),
+            nodes: (1..=nodes).map(|i| format!("n{i}")).collect(),
+            control_planes,
+            server: Default::default(),
             _tmp: tmp,
             down: false,
         };
@@ -76,7 +100,13 @@ impl Cluster {
             "deploy/cluster up failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        tracing::info!(nodes, secs = started.elapsed().as_secs_f64(), "cluster up");
+        tracing::info!(
+            provider,
+            nodes,
+            control_planes,
+            secs = started.elapsed().as_secs_f64(),
+            "cluster up"
+        );
         cluster
     }
 
@@ -85,14 +115,62 @@ impl Cluster {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
+        self.kubectl_cmd().args(args).output().unwrap()
+    }
+
+    /// kubectl against this cluster, to add arguments to.
+    pub fn kubectl_cmd(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
             .arg("--cache-dir")
             .arg(self.dir.join(".kube-cache"))
-            .args(args)
+            .arg("--request-timeout=20s");
+        if let Some(server) = self.server.lock().unwrap().as_ref() {
+            cmd.arg("--server").arg(server);
+        }
+        cmd
+    }
+
+    /// From now on, kubectl talks to this control-plane member's API.
+    pub fn use_member(&self, node: &str) {
+        *self.server.lock().unwrap() = Some(format!("https://{}:6443", self.address(node)));
+    }
+
+    /// A node's address on the cluster's network (from the provider, so it works while
+    /// the API does not).
+    pub fn address(&self, node: &str) -> String {
+        let env = std::fs::read_to_string(self.dir.join("cluster.env")).unwrap();
+        let net = env
+            .lines()
+            .find_map(|l| l.strip_prefix("NET="))
+            .expect("NET in cluster.env");
+        format!("{net}.{}", node.trim_start_matches('n'))
+    }
+
+    /// `deploy/cluster stop-node`: powers a node off abruptly.
+    pub fn stop_node(&self, node: &str) {
+        self.cluster_cmd(&["stop-node", node]);
+    }
+
+    /// `deploy/cluster start-node`.
+    pub fn start_node(&self, node: &str) {
+        self.cluster_cmd(&["start-node", node]);
+    }
+
+    fn cluster_cmd(&self, args: &[&str]) {
+        let out = Command::new(root().join("deploy/cluster"))
+            .args(&args[..1])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&args[1..])
             .output()
-            .unwrap()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deploy/cluster {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// kubectl that must succeed; its stdout.
@@ -184,12 +262,15 @@ impl Cluster {
         }
         self.down = true;
         if std::thread::panicking() {
-            for f in ["n1/agent.log", "n2/agent.log", "n1/server.log"] {
-                let p = self.dir.join(f);
-                let _ = std::fs::copy(
-                    &p,
-                    std::env::temp_dir().join(format!("berth-e2e-{}", f.replace('/', "-"))),
-                );
+            // Keep the logs of a failed run.
+            for n in &self.nodes {
+                for what in ["agent", "server"] {
+                    let f = format!("{n}/{what}.log");
+                    let _ = std::fs::copy(
+                        self.dir.join(&f),
+                        std::env::temp_dir().join(format!("berth-e2e-{n}-{what}.log")),
+                    );
+                }
             }
         }
         let _ = Command::new(root().join("deploy/cluster"))

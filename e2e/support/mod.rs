@@ -74,17 +74,10 @@ impl TestNode {
             .unwrap();
         let data = dir.path().join("server");
         let args = ServerArgs {
-            data_dir: data.clone(),
             listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            advertise: vec![],
-            name: "default".into(),
             store_client_url: format!("http://127.0.0.1:{}", free_port()),
             store_peer_url: format!("http://127.0.0.1:{}", free_port()),
-            initial_cluster: None,
-            initial_cluster_state: "new".into(),
-            backend: berth_store::backend::Engine::Sled,
-            service_cluster_ip_range: "10.96.0.0/12".into(),
-            token_auth_file: None,
+            ..ServerArgs::new(data.clone())
         };
         let cp = ControlPlane::start(args).await.unwrap();
         let tag = format!(

@@ -25,6 +25,18 @@ pub struct AgentArgs {
     /// bootstrap when missing.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Every control-plane member's API URL (`https://host:port,...`). The agent then
+    /// reaches the API through a balancer on loopback that fails over between them, so
+    /// losing a member does not cut the node off. Default: the kubeconfig's server alone.
+    #[arg(long = "server", value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// A bootstrap token to join with (`berth server --bootstrap-token`), with --server
+    /// and --ca-file, in place of --bootstrap-kubeconfig.
+    #[arg(long, requires = "ca_file")]
+    pub token: Option<String>,
+    /// The cluster CA (PEM) the API servers' certificates chain to, for --token.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// A kubeconfig with a bootstrap token (`berth server` writes one to
     /// `DATA_DIR/bootstrap-kubeconfig.yaml`): used once, to get the node's own certificate.
     #[arg(long)]
@@ -238,6 +250,40 @@ pub async fn client_from(path: &std::path::Path) -> anyhow::Result<(kube::Client
     ))
 }
 
+/// The agent's API client: straight to the kubeconfig's server, or through an
+/// [`ApiBalancer`](crate::apilb::ApiBalancer) over it and `servers`. Also returns the
+/// kubeconfig's server URL.
+async fn api_client(
+    path: &std::path::Path,
+    servers: &[String],
+) -> anyhow::Result<(kube::Client, String, Option<crate::apilb::ApiBalancer>)> {
+    if servers.is_empty() {
+        let (client, server) = client_from(path).await?;
+        return Ok((client, server, None));
+    }
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let mut cfg =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("kubeconfig {}", path.display()))?;
+    let server = cfg.cluster_url.to_string();
+    let mut members = vec![crate::apilb::authority(&server)?];
+    for s in servers {
+        let m = crate::apilb::authority(s).context("--server")?;
+        if !members.contains(&m) {
+            members.push(m);
+        }
+    }
+    let lb = crate::apilb::ApiBalancer::start(members).await?;
+    // Every member's serving certificate covers 127.0.0.1.
+    cfg.cluster_url = format!("https://{}", lb.addr)
+        .parse()
+        .context("the balancer's URL")?;
+    let client = kube::Client::try_from(cfg).context("building the API client")?;
+    Ok((client, server, Some(lb)))
+}
+
 /// The runtime shim: this executable with `runtime` when it is `berth`, else `berth-runtime`
 /// next to it.
 pub fn default_shim() -> Vec<OsString> {
@@ -334,14 +380,36 @@ pub async fn start(mut args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<A
             .to_string_lossy()
             .to_lowercase(),
     };
-    crate::join::ensure_kubeconfig(
+    if let (Some(token), Some(ca), false) = (&args.token, &args.ca_file, kubeconfig.exists()) {
+        let server = args.servers.first().context("--token needs --server")?;
+        let cluster = crate::join::ClusterInfo {
+            server: server.clone(),
+            ca_pem: std::fs::read_to_string(ca)
+                .with_context(|| format!("reading --ca-file {}", ca.display()))?,
+        };
+        let path = args.data_dir.join("bootstrap-kubeconfig.yaml");
+        crate::join::write_private(&path, &crate::join::token_kubeconfig_text(&cluster, token))?;
+        args.bootstrap_kubeconfig = Some(path);
+    }
+    // The API may not answer yet (its members still electing a leader): try until it does,
+    // as a kubelet does.
+    let mut tries = 0u32;
+    while let Err(e) = crate::join::ensure_kubeconfig(
         &kubeconfig,
         args.bootstrap_kubeconfig.as_deref(),
         &args.data_dir.join("pki"),
         &name,
     )
-    .await?;
-    let (client, server) = client_from(&kubeconfig).await?;
+    .await
+    {
+        if args.bootstrap_kubeconfig.is_none() {
+            return Err(e);
+        }
+        tries += 1;
+        tracing::warn!(error = %format!("{e:#}"), tries, "joining the cluster; trying again");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (client, server, balancer) = api_client(&kubeconfig, &args.servers).await?;
     let ip = match &args.node_ip {
         Some(ip) => ip.clone(),
         None => route_source(&server).unwrap_or_else(|| "127.0.0.1".into()),
@@ -455,5 +523,6 @@ pub async fn start(mut args: AgentArgs, shim: Vec<OsString>) -> anyhow::Result<A
     let fence = (!args.fence_after.is_zero()).then_some(args.fence_after);
     Ok(Agent::new(client, rt, facts, cfg, cni)
         .with_fence(fence)
-        .with_network(network))
+        .with_network(network)
+        .with_api_balancer(balancer))
 }

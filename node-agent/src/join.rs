@@ -82,7 +82,18 @@ pub fn kubeconfig_text(cluster: &ClusterInfo, user: &str, cert_pem: &str, key_pe
     )
 }
 
-fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+/// A bootstrap kubeconfig: `token` as the credentials (`berth agent --server --token`).
+pub fn token_kubeconfig_text(cluster: &ClusterInfo, token: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: bootstrap@berth\n  context:\n    cluster: berth\n    user: bootstrap\ncurrent-context: bootstrap@berth\nusers:\n- name: bootstrap\n  user:\n    token: {token}\n",
+        cluster.server,
+        b64(&cluster.ca_pem),
+    )
+}
+
+/// Writes `path` readable by root only, atomically.
+pub fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;

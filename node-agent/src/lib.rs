@@ -12,6 +12,7 @@
 //! Start reading at [`Agent::run`].
 #![forbid(unsafe_code)]
 
+pub mod apilb;
 pub mod backoff;
 pub mod cli;
 pub mod cni;
@@ -67,6 +68,8 @@ pub struct Agent {
     pub network: Option<network::NetworkConfig>,
     /// The node's pod range, once Berth's own network is up.
     pub pod_cidr: Arc<std::sync::OnceLock<berth_cni::subnet::Subnet>>,
+    /// The balancer `client` goes through when the agent knows several API servers.
+    pub api_balancer: Option<apilb::ApiBalancer>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -101,6 +104,7 @@ impl Agent {
             fence: Arc::new(node::Fence::new(None)),
             network: None,
             pod_cidr: Default::default(),
+            api_balancer: None,
         })
     }
 
@@ -127,6 +131,13 @@ impl Agent {
     pub fn with_network(self: Arc<Self>, network: Option<network::NetworkConfig>) -> Arc<Self> {
         let mut a = Arc::try_unwrap(self).expect("set the network before sharing the agent");
         a.network = network;
+        Arc::new(a)
+    }
+
+    /// Keeps the balancer the client goes through for as long as the agent lives.
+    pub fn with_api_balancer(self: Arc<Self>, lb: Option<apilb::ApiBalancer>) -> Arc<Self> {
+        let mut a = Arc::try_unwrap(self).expect("set the balancer before sharing the agent");
+        a.api_balancer = lb;
         Arc::new(a)
     }
 

@@ -151,7 +151,18 @@ pub fn remove_rules() {
 /// masquerade, then the CNI configuration (the node turns Ready when it appears).
 fn setup(cfg: &NetworkConfig, local: &NodeNet) -> anyhow::Result<Overlay> {
     sysctl("net.ipv4.ip_forward", "1");
-    // Bridged pod-to-pod traffic must see the proxy's NAT (Service replies on one node).
+    // Bridged pod-to-pod traffic must see the proxy's NAT: the reply of a Service's
+    // backend to a client on the same node crosses the bridge only. That needs br_netfilter,
+    // loaded here if it is not (as kube-proxy loads what it needs).
+    if !Path::new("/proc/sys/net/bridge").exists() {
+        let loaded = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !loaded {
+            tracing::warn!("br_netfilter is not loaded and modprobe failed: a Service answered by a pod on the client's own node will time out (load br_netfilter)");
+        }
+    }
     sysctl("net.bridge.bridge-nf-call-iptables", "1");
     let mut nl = Netlink::open()?;
     berth_cni::plugin::ensure_bridge(&mut nl, BRIDGE, &local.pod_cidr, Some(cfg.mtu))

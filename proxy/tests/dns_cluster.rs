@@ -60,17 +60,10 @@ impl Cluster {
 async fn start() -> anyhow::Result<(Cluster, kube::Client, SocketAddr)> {
     let dir = tempfile::tempdir()?;
     let cp = ControlPlane::start(ServerArgs {
-        data_dir: dir.path().join("data"),
         listen: format!("127.0.0.1:{}", free_port()).parse()?,
-        advertise: vec![],
-        name: "default".into(),
         store_client_url: format!("http://127.0.0.1:{}", free_port()),
         store_peer_url: format!("http://127.0.0.1:{}", free_port()),
-        initial_cluster: None,
-        initial_cluster_state: "new".into(),
-        backend: berth_store::backend::Engine::Sled,
-        service_cluster_ip_range: "10.96.0.0/12".into(),
-        token_auth_file: None,
+        ..ServerArgs::new(dir.path().join("data"))
     })
     .await?;
     let kc = Kubeconfig::read_from(&cp.kubeconfig)?;

@@ -638,15 +638,30 @@ impl StoreNode {
 
     /// One read-index round on the leader: confirms leadership with a quorum and returns
     /// the index reads must wait for.
+    ///
+    /// A round that misses a quorum (a follower slow to answer one heartbeat, as on a
+    /// loaded or emulated machine) is tried again, for up to an election timeout, before
+    /// the read fails: a later round vouches for every read that arrived before it.
     pub async fn read_index_local(&self) -> Result<u64> {
-        match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader {
-                    leader: f.leader_id,
-                })
+        let deadline = tokio::time::Instant::now() + self.config.election_timeout;
+        loop {
+            match self.raft.get_read_log_id().await {
+                Ok((read, _applied)) => return Ok(read.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => {
+                    return Err(Error::NotLeader {
+                        leader: f.leader_id,
+                    })
+                }
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(
+                    e,
+                ))) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "a read-index round missed a quorum; again");
+                    tokio::time::sleep(self.config.heartbeat_interval).await;
+                }
+                Err(e) => return Err(Error::Raft(e.to_string())),
             }
-            Err(e) => Err(Error::Raft(e.to_string())),
         }
     }
 

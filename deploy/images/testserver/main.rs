@@ -4,7 +4,9 @@
 //! Endpoints: `GET /` (`hostname=... ip=... path=...`), `GET /healthz` (200 `ok`, or 500 with
 //! `--fail-health` or while `/tmp/fail-health` exists), `GET /env`, `GET /exit?code=N`.
 //! Flags (see `USAGE`) make it crash, exit, allocate or print on demand. It exits 0 on SIGTERM
-//! and SIGINT even as PID 1, where the kernel would otherwise ignore them.
+//! and SIGINT even as PID 1, where the kernel would otherwise ignore them; with
+//! `--drain-secs N` it first keeps serving for N seconds with `/healthz` failing, as a
+//! well-behaved server does while its endpoint is taken out of rotation.
 
 use std::collections::BTreeMap;
 use std::env;
@@ -27,6 +29,7 @@ const USAGE: &str = "usage: testserver [--listen ADDR] [--fail-health] [--exit-c
   --alloc-mb N        allocate and touch N MiB, hold it, then serve
   --sleep             do not serve: sleep until killed
   --print LINE        print LINE to stdout and to stderr (repeatable), then go on
+  --drain-secs N      on SIGTERM, serve N more seconds (/healthz failing), then exit 0
        testserver --get http://HOST:PORT/PATH [--count N] [--interval-ms MS] [--udp]
   --get URL           be a client: GET the URL and print each body; HOST may be a name,
                       resolved through /etc/resolv.conf (nameserver, search, ndots) by a
@@ -46,7 +49,16 @@ extern "C" {
 const SIGINT: c_int = 2;
 const SIGTERM: c_int = 15;
 
+/// Set by SIGTERM/SIGINT when `--drain-secs` is given.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static DRAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 extern "C" fn on_stop(_signum: c_int) {
+    if DRAIN.load(std::sync::atomic::Ordering::Relaxed) {
+        // An atomic store is async-signal-safe; the drain thread does the rest.
+        STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
     // SAFETY: _exit is async-signal-safe; stdout is line-buffered, so nothing is left unflushed
     // that a line-oriented reader would miss.
     unsafe { _exit(0) }
@@ -64,6 +76,7 @@ struct Opts {
     get: Option<String>,
     count: Option<u64>,
     interval_ms: Option<u64>,
+    drain_secs: Option<u64>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -94,6 +107,7 @@ fn parse_args() -> Result<Opts, String> {
             "--get" => opts.get = Some(value(&flag)?),
             "--count" => opts.count = Some(num(&flag, value(&flag)?)?),
             "--interval-ms" => opts.interval_ms = Some(num(&flag, value(&flag)?)?),
+            "--drain-secs" => opts.drain_secs = Some(num(&flag, value(&flag)?)?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 process::exit(0);
@@ -112,6 +126,17 @@ fn main() {
             process::exit(2);
         }
     };
+    if let Some(secs) = opts.drain_secs {
+        DRAIN.store(true, std::sync::atomic::Ordering::Relaxed);
+        thread::spawn(move || {
+            while !STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            println!("testserver: draining for {secs}s");
+            thread::sleep(Duration::from_secs(secs));
+            process::exit(0);
+        });
+    }
     for signum in [SIGTERM, SIGINT] {
         // SAFETY: on_stop only calls the async-signal-safe _exit and lives as long as the
         // process; glibc's signal keeps the handler installed.
@@ -227,7 +252,11 @@ fn serve(stream: TcpStream, fail_health: bool) -> io::Result<()> {
                     "200 OK",
                     format!("hostname={} ip={} path={path}\n", hostname(), pod_ip(local)),
                 ),
-                "/healthz" if fail_health || Path::new(FAIL_HEALTH_FILE).exists() => {
+                "/healthz"
+                    if fail_health
+                        || Path::new(FAIL_HEALTH_FILE).exists()
+                        || STOPPING.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
                     ("500 Internal Server Error", "unhealthy\n".to_owned())
                 }
                 "/healthz" => ("200 OK", "ok".to_owned()),
