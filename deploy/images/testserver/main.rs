@@ -369,7 +369,12 @@ fn client(url: &str, count: u64, interval_ms: u64) -> i32 {
         if i > 0 && interval_ms > 0 {
             thread::sleep(Duration::from_millis(interval_ms));
         }
-        let result = resolve(host).and_then(|ip| get(SocketAddr::new(ip, port), host, path));
+        let result = resolve(host)
+            .map_err(|e| io::Error::new(e.kind(), format!("resolving {host}: {e}")))
+            .and_then(|ip| {
+                let addr = SocketAddr::new(ip, port);
+                get(addr, host, path).map_err(|e| io::Error::new(e.kind(), format!("GET {addr}: {e}")))
+            });
         match result {
             Ok(body) => println!("{}", body.trim_end()),
             Err(e) => {
@@ -454,9 +459,21 @@ fn query_a(server: IpAddr, name: &str) -> io::Result<Option<Ipv4Addr>> {
     q.extend_from_slice(&[0, 0, 1, 0, 1]); // root, type A, class IN
     let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-    sock.send_to(&q, SocketAddr::new(server, 53))?;
     let mut buf = [0u8; 1500];
-    let n = sock.recv(&mut buf)?;
+    // Sent again when no answer comes within 2 s, 3 times in all (a datagram may be lost),
+    // as glibc's resolver tries more than once.
+    let mut attempt = 0;
+    let n = loop {
+        attempt += 1;
+        sock.send_to(&q, SocketAddr::new(server, 53))?;
+        match sock.recv(&mut buf) {
+            Ok(n) => break n,
+            Err(e)
+                if attempt < 3
+                    && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e),
+        }
+    };
     let r = &buf[..n];
     if n < 12 || r[0..2] != id.to_be_bytes() {
         return Err(io::Error::other("bad DNS answer"));
