@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 mod cluster;
-use cluster::Cluster;
+use cluster::{hostnames, Cluster};
 
 type Scenario = fn(&Cluster);
 
@@ -172,43 +172,6 @@ fn wait_running(c: &Cluster, pod: &str) {
     });
 }
 
-/// `testserver --get` in a pod; (exit status, bodies or errors one per line).
-fn get_from(
-    c: &Cluster,
-    pod: &str,
-    url: &str,
-    count: u32,
-    interval_ms: u32,
-) -> (bool, Vec<String>) {
-    let out = c.kubectl(&[
-        "exec",
-        pod,
-        "--",
-        "/testserver",
-        "--get",
-        url,
-        "--count",
-        &count.to_string(),
-        "--interval-ms",
-        &interval_ms.to_string(),
-    ]);
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect();
-    (out.status.success(), lines)
-}
-
-/// The `hostname=` of each answer.
-fn hostnames(lines: &[String]) -> BTreeSet<String> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("hostname="))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect()
-}
-
 /// kubectl's arguments for this cluster, for a thread of its own.
 fn kubectl_args(c: &Cluster) -> Vec<String> {
     c.kubectl_cmd()
@@ -250,7 +213,7 @@ fn cross_node_service(c: &Cluster) {
         "http://xweb.default.svc.cluster.local/".to_string(),
     ] {
         c.wait(&format!("{url} to reach every backend"), 60, || {
-            let (_, lines) = get_from(c, "xclient", &url, 10 * n as u32, 0);
+            let (_, lines) = c.get_from("xclient", &url, 10 * n as u32, 0);
             (hostnames(&lines) == all).then_some(())
         });
     }
@@ -374,7 +337,7 @@ spec:
         l.contains("listening on").then_some(l)
     });
     assert!(logs.contains(&format!("hello from {node}")), "{logs}");
-    let (ok, lines) = get_from(c, "remote", "http://127.0.0.1:8080/", 1, 0);
+    let (ok, lines) = c.get_from("remote", "http://127.0.0.1:8080/", 1, 0);
     assert!(
         ok && hostnames(&lines) == BTreeSet::from(["remote".to_string()]),
         "{lines:?}"
@@ -432,7 +395,7 @@ fn rolling_update_without_failed_requests(c: &Cluster) {
     let vip = c.kubectl_ok(&["get", "svc", "roll", "-o", "jsonpath={.spec.clusterIP}"]);
     let url = format!("http://{vip}/");
     c.wait("the Service to answer", 60, || {
-        get_from(c, "rclient", &url, 1, 0).0.then_some(())
+        c.get_from("rclient", &url, 1, 0).0.then_some(())
     });
     // About 20 s of calls, 20 a second; the update starts 3 s in.
     let caller = {

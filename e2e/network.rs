@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 mod cluster;
-use cluster::Cluster;
+use cluster::{hostnames, Cluster};
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -50,34 +50,6 @@ spec:
   - {name: c, image: berth-testserver:latest, imagePullPolicy: Never, args: ["--sleep"]}
 "#;
 
-/// `testserver --get` inside the client pod; the bodies (or errors), one per line.
-fn get_from_client(c: &Cluster, url: &str, count: u32) -> Vec<String> {
-    let out = c.kubectl(&[
-        "exec",
-        "client",
-        "--",
-        "/testserver",
-        "--get",
-        url,
-        "--count",
-        &count.to_string(),
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
-/// The `hostname=` of each answer.
-fn hostnames(lines: &[String]) -> BTreeSet<String> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("hostname="))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect()
-}
-
 fn pods_by_node(c: &Cluster) -> Vec<(String, String, String)> {
     c.kubectl_ok(&[
         "get",
@@ -118,13 +90,18 @@ fn pods_reach_pods_and_services_across_nodes() {
     // Pod to pod by IP, across the VXLAN, no NAT: the server sees the client's own IP.
     let client_ip = c.kubectl_ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]);
     let remote = pods.iter().find(|p| p.1 == "n2").expect("a web pod on n2");
-    let got = get_from_client(&c, &format!("http://{}:8080/", remote.2), 1);
+    let got = c
+        .get_from("client", &format!("http://{}:8080/", remote.2), 1, 0)
+        .1;
     assert_eq!(
         hostnames(&got),
         BTreeSet::from([remote.0.clone()]),
         "{got:?}"
     );
-    let env = get_from_client(&c, &format!("http://{}:8080/env", remote.2), 1).join("\n");
+    let env = c
+        .get_from("client", &format!("http://{}:8080/env", remote.2), 1, 0)
+        .1
+        .join("\n");
     assert!(!env.is_empty() && !client_ip.is_empty());
 
     // By ClusterIP and by DNS name: requests spread over the backends on both nodes.
@@ -136,7 +113,7 @@ fn pods_reach_pods_and_services_across_nodes() {
         "http://web/".to_string(),
     ] {
         let got = c.wait(&format!("{url} to reach every backend"), 60, || {
-            let lines = get_from_client(&c, &url, 40);
+            let lines = c.get_from("client", &url, 40, 0).1;
             let seen = hostnames(&lines);
             (seen == all).then_some(lines)
         });
@@ -185,7 +162,7 @@ fn pods_reach_pods_and_services_across_nodes() {
         (p.len() == 1).then(|| p[0].0.clone())
     });
     let got = c.wait("traffic only to the remaining pod", 30, || {
-        let lines = get_from_client(&c, &format!("http://{vip}/"), 20);
+        let lines = c.get_from("client", &format!("http://{vip}/"), 20, 0).1;
         (hostnames(&lines) == BTreeSet::from([left.clone()]) && lines.len() == 20).then_some(lines)
     });
     assert!(got.iter().all(|l| l.contains(&left)));
@@ -197,7 +174,7 @@ fn pods_reach_pods_and_services_across_nodes() {
     });
     let started = std::time::Instant::now();
     let lines = c.wait("a refusal", 30, || {
-        let l = get_from_client(&c, &format!("http://{vip}/"), 1);
+        let l = c.get_from("client", &format!("http://{vip}/"), 1, 0).1;
         l.iter().any(|l| l.contains("refused")).then_some(l)
     });
     assert!(

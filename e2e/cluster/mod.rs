@@ -241,6 +241,34 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `testserver --get` in a pod, `count` times `interval_ms` apart: whether every
+    /// request succeeded, and the bodies (or errors), one per line.
+    pub fn get_from(
+        &self,
+        pod: &str,
+        url: &str,
+        count: u32,
+        interval_ms: u32,
+    ) -> (bool, Vec<String>) {
+        let out = self.kubectl(&[
+            "exec",
+            pod,
+            "--",
+            "/testserver",
+            "--get",
+            url,
+            "--count",
+            &count.to_string(),
+            "--interval-ms",
+            &interval_ms.to_string(),
+        ]);
+        let lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        (out.status.success(), lines)
+    }
+
     /// The addresses reserved for pods on a node.
     pub fn reservations(&self, node: &str) -> Vec<String> {
         let dir = self.dir.join(node).join("agent/cni/ipam/berth");
@@ -294,4 +322,14 @@ fn rand_suffix() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The `hostname=` of each test server answer.
+pub fn hostnames(lines: &[String]) -> std::collections::BTreeSet<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("hostname="))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
 }
