@@ -60,19 +60,21 @@ pods_kib() {
   done
   echo "$total"
 }
-# The runtime's processes beside the pods (children of berth up that are not in a pod).
+anon_kib() { awk '/^RssAnon/ { print $2 }' "/proc/$1/status"; }
+# The runtime's per-container monitors beside the pods (children of berth up that are not in
+# a pod): their PSS, since most of each one's RSS is the berth binary's pages, shared.
 shims_kib() {
   local p total=0 n=0
   for p in $(pgrep -f "$bin/berth runtime" || true); do
-    total=$((total + $(rss_kib "$p" 2>/dev/null || echo 0))); n=$((n + 1))
+    total=$((total + $(pss_kib "$p" 2>/dev/null || echo 0))); n=$((n + 1))
   done
   echo "$total $n"
 }
 report() { # label
   local shims; shims=$(shims_kib)
-  printf '%-28s berth up RSS %7s MiB (PSS %7s MiB) | pods %7s MiB | runtime processes %s: %s MiB\n' \
-    "$1" "$(mib "$(rss_kib "$pid")")" "$(mib "$(pss_kib "$pid")")" "$(mib "$(pods_kib)")" \
-    "${shims#* }" "$(mib "${shims% *}")"
+  printf '%-22s berth up RSS %6s MiB (PSS %6s, anonymous %6s) | pods %6s MiB RSS | %s monitors: PSS %s MiB\n' \
+    "$1" "$(mib "$(rss_kib "$pid")")" "$(mib "$(pss_kib "$pid")")" "$(mib "$(anon_kib "$pid")")" \
+    "$(mib "$(pods_kib)")" "${shims#* }" "$(mib "${shims% *}")"
 }
 
 sleep 20
@@ -96,8 +98,13 @@ k apply -f "$work/pods.yaml" >/dev/null
 k rollout status deployment/mem --timeout=900s >/dev/null
 echo "$pods pods ready in $((SECONDS - start)) s"
 sleep 20
-report "with $pods pods ($profile)"
+report "$pods pods, +20 s"
+# The watch cache keeps 75 s of events; free heap pages go back every 30 s.
+sleep 90
+report "$pods pods, +110 s"
 k delete deployment mem --wait=true --timeout=300s >/dev/null
 k wait --for=delete pod -l app=mem --timeout=300s >/dev/null 2>&1 || true
 sleep 10
-report "after deleting them"
+report "deleted, +10 s"
+sleep 110
+report "deleted, +120 s"

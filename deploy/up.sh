@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # Berth's main job: a one-node cluster on this machine (`berth up`: the embedded Raft store,
 # the Kubernetes API over HTTPS on 127.0.0.1:6443, the scheduler, the controller-manager, and
-# the node agent running pods on the bundled runtime, wired by the reference CNI bridge
-# plugin), with an example workload applied through the real kubectl: a pod that runs,
-# answers on its pod IP and shows its logs, and a Deployment of three replicas that rolls out
-# and answers on every pod IP.
-# `deploy/up.sh --debug` uses a debug build (quicker to build). Runs until Ctrl-C; everything stays in .berth/ and is taken over by the next
-# start (pods keep running in between).
-#
-# The Service in deploy/examples/web.yaml gets its Endpoints; reaching it by its ClusterIP
-# needs the service proxy (issue 7).
+# the node agent running pods on the bundled runtime, with Berth's pod network, service proxy
+# and cluster DNS), with an example workload applied through the real kubectl: a pod that
+# runs, answers on its pod IP and shows its logs, and examples/web.yaml, a Deployment of three
+# replicas behind a Service, which rolls out and answers through its ClusterIP and its DNS name.
+# `deploy/up.sh --debug` uses a debug build (quicker to build). Runs until Ctrl-C; everything
+# stays in .berth/ and is taken over by the next start (pods keep running in between).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*" >&2; }
 
 need=()
-[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+# The service proxy: nftables, and conntrack to clear stale UDP flows; curl for the checks.
+command -v nft >/dev/null || need+=(nftables)
+command -v conntrack >/dev/null || need+=(conntrack)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 profile=release
@@ -49,9 +51,9 @@ kubectl wait --for=condition=Ready "node/$node" --timeout=60s
 step "kubectl get nodes -o wide"
 kubectl get nodes -o wide
 
-step "applying the example pod (deploy/examples/hello-pod.yaml) and the web Deployment (deploy/examples/web.yaml)"
-kubectl apply -f deploy/examples/hello-pod.yaml
-kubectl apply -f deploy/examples/web.yaml
+step "applying the example pod (examples/hello-pod.yaml) and the web Deployment (examples/web.yaml)"
+kubectl apply -f examples/hello-pod.yaml
+kubectl apply -f examples/web.yaml
 kubectl wait --for=condition=Ready pod/hello --timeout=60s
 kubectl rollout status deployment/web --timeout=120s
 

@@ -89,11 +89,17 @@ async fn async_main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Store(args) => berth_store::config::run(args).await,
-        Command::Server(args) => server(args).await,
+        Command::Server(args) => {
+            spawn_memory_return();
+            server(args).await
+        }
         Command::ControllerManager(args) => berth_controller_manager::cli::run(args).await,
         Command::Scheduler(args) => scheduler(args).await,
         Command::Agent(args) => agent(args).await,
-        Command::Up(args) => up(args).await,
+        Command::Up(args) => {
+            spawn_memory_return();
+            up(args).await
+        }
         Command::Reset(args) => reset(args).await,
         Command::Pki(args) => pki(args),
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),
@@ -105,6 +111,25 @@ async fn async_main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// glibc's allocator keeps what long-lived processes free (a watch cache window that shrinks,
+/// pods deleted) inside its arenas, and only gives back what sits at the top of a heap. Every
+/// 30 s, the free pages of every arena go back to the system, as Go's scavenger does.
+fn spawn_memory_return() {
+    #[cfg(target_env = "gnu")]
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // SAFETY: malloc_trim takes no pointers; it only releases memory that is free.
+            let trim = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) });
+            if trim.await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Flags of `berth up`.

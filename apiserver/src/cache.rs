@@ -8,15 +8,22 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::storage::{self, Change, Item, Storage, WatchBatch};
 
-/// Events kept for watchers that resume from a past revision.
-const WINDOW: usize = 20_000;
+/// Events are kept for watchers that resume from a past revision: those of the last `FRESH`
+/// (Kubernetes' watch cache keeps 75 s of events too), never fewer than `MIN_EVENTS` nor more
+/// than `MAX_EVENTS`. A watcher older than that gets "too old resource version" (410) and lists
+/// again, as it would from Kubernetes.
+const MAX_EVENTS: usize = 20_000;
+const MIN_EVENTS: usize = 500;
+const FRESH: Duration = Duration::from_secs(75);
+/// How often the window is trimmed when no change arrives.
+const TRIM_EVERY: Duration = Duration::from_secs(15);
 /// Registry keys live under this prefix; other keys only advance the revision.
 pub const REGISTRY: &str = "/registry/";
 
@@ -71,10 +78,32 @@ pub struct Event {
 
 struct Inner {
     objects: BTreeMap<String, Arc<Cached>>,
-    events: VecDeque<Arc<Event>>,
+    /// Each with the time it arrived.
+    events: VecDeque<(Instant, Arc<Event>)>,
     revision: i64,
     /// Watchers may resume from any revision at or after this one.
     oldest: i64,
+}
+
+impl Inner {
+    /// Drops the events the window no longer keeps; returns how many.
+    fn trim(&mut self, now: Instant) -> usize {
+        let mut dropped = 0;
+        while self.events.len() > MAX_EVENTS
+            || (self.events.len() > MIN_EVENTS
+                && self
+                    .events
+                    .front()
+                    .is_some_and(|(at, _)| now.saturating_duration_since(*at) > FRESH))
+        {
+            let Some((_, event)) = self.events.pop_front() else {
+                break;
+            };
+            self.oldest = event.revision;
+            dropped += 1;
+        }
+        dropped
+    }
 }
 
 /// A receiver of every event after the point it was taken.
@@ -136,7 +165,21 @@ impl WatchCache {
         let mut changes = storage.watch("\0", "\0", page.revision + 1);
         let weak = Arc::downgrade(&cache);
         let follower = tokio::spawn(async move {
-            while let Some(batch) = changes.recv().await {
+            let mut trim = tokio::time::interval(TRIM_EVERY);
+            trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let batch = tokio::select! {
+                    batch = changes.recv() => batch,
+                    _ = trim.tick() => {
+                        let Some(cache) = weak.upgrade() else { return };
+                        let dropped = cache.inner.write().expect("watch cache lock").trim(Instant::now());
+                        if dropped > 0 {
+                            tracing::debug!(dropped, "watch cache: events left the window");
+                        }
+                        continue;
+                    }
+                };
+                let Some(batch) = batch else { return };
                 let Some(cache) = weak.upgrade() else { return };
                 match batch {
                     WatchBatch::Changes(changes) => cache.apply(changes),
@@ -206,12 +249,9 @@ impl WatchCache {
                 }
             };
             let event = Arc::new(event);
-            inner.events.push_back(event.clone());
-            if inner.events.len() > WINDOW {
-                if let Some(dropped) = inner.events.pop_front() {
-                    inner.oldest = dropped.revision;
-                }
-            }
+            let now = Instant::now();
+            inner.events.push_back((now, event.clone()));
+            inner.trim(now);
             let _ = self.live.send(event);
         }
         inner.revision = last;
@@ -281,6 +321,7 @@ impl WatchCache {
         let backlog = inner
             .events
             .iter()
+            .map(|(_, e)| e)
             .filter(|e| e.revision > revision && e.key.starts_with(prefix))
             .cloned()
             .collect();
@@ -311,4 +352,62 @@ fn cached(item: &Item) -> Option<Cached> {
         mod_revision: item.mod_revision,
         object: Arc::new(decode(&item.value, item.mod_revision)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner_with(ages_secs: &[u64], now: Instant) -> Inner {
+        let events = ages_secs
+            .iter()
+            .enumerate()
+            .map(|(i, age)| {
+                let event = Event {
+                    revision: i as i64 + 1,
+                    key: format!("/registry/pods/default/p{i}"),
+                    kind: EventType::Added,
+                    object: Arc::new(Value::Null),
+                    prev: None,
+                };
+                (now - Duration::from_secs(*age), Arc::new(event))
+            })
+            .collect();
+        Inner {
+            objects: BTreeMap::new(),
+            events,
+            revision: ages_secs.len() as i64,
+            oldest: 0,
+        }
+    }
+
+    #[test]
+    fn window_keeps_fresh_events_and_at_least_the_floor() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        // MIN_EVENTS + 300 events: the first 400 are stale, the rest fresh.
+        let ages: Vec<u64> = (0..MIN_EVENTS + 300)
+            .map(|i| if i < 400 { 200 } else { 10 })
+            .collect();
+        let mut inner = inner_with(&ages, now);
+        // Stale events go down to the floor only: 300 leave, 100 stale ones stay.
+        assert_eq!(inner.trim(now), 300);
+        assert_eq!(inner.events.len(), MIN_EVENTS);
+        assert_eq!(inner.oldest, 300);
+        assert_eq!(inner.events.front().unwrap().1.revision, 301);
+        // Nothing stale above the floor: nothing leaves.
+        assert_eq!(inner.trim(now), 0);
+
+        let mut fresh = inner_with(&vec![1; MIN_EVENTS + 50], now);
+        assert_eq!(fresh.trim(now), 0);
+        assert_eq!(fresh.oldest, 0);
+    }
+
+    #[test]
+    fn window_never_exceeds_the_cap() {
+        let now = Instant::now();
+        let mut inner = inner_with(&vec![0; MAX_EVENTS + 7], now);
+        assert_eq!(inner.trim(now), 7);
+        assert_eq!(inner.events.len(), MAX_EVENTS);
+        assert_eq!(inner.oldest, 7);
+    }
 }
