@@ -87,19 +87,16 @@ async fn async_main() -> std::process::ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Server(_) | Command::Up(_)) {
+        spawn_memory_return();
+    }
     let result = match cli.command {
         Command::Store(args) => berth_store::config::run(args).await,
-        Command::Server(args) => {
-            spawn_memory_return();
-            server(args).await
-        }
+        Command::Server(args) => server(args).await,
         Command::ControllerManager(args) => berth_controller_manager::cli::run(args).await,
         Command::Scheduler(args) => scheduler(args).await,
         Command::Agent(args) => agent(args).await,
-        Command::Up(args) => {
-            spawn_memory_return();
-            up(args).await
-        }
+        Command::Up(args) => up(args).await,
         Command::Reset(args) => reset(args).await,
         Command::Pki(args) => pki(args),
         Command::Runtime { .. } => unreachable!("dispatched before the async runtime"),

@@ -206,6 +206,8 @@ impl WatchCache {
     fn apply(&self, changes: Vec<Change>) {
         let mut inner = self.inner.write().expect("watch cache lock");
         let mut last = inner.revision;
+        // One arrival time for the whole batch.
+        let now = Instant::now();
         for change in changes {
             let rev = change.revision();
             last = last.max(rev);
@@ -249,11 +251,10 @@ impl WatchCache {
                 }
             };
             let event = Arc::new(event);
-            let now = Instant::now();
             inner.events.push_back((now, event.clone()));
-            inner.trim(now);
             let _ = self.live.send(event);
         }
+        inner.trim(now);
         inner.revision = last;
         drop(inner);
         self.revision.send_replace(last);
