@@ -1,6 +1,7 @@
 //! `berth store` as real processes, driven by Debian's `etcdctl` and killed with SIGKILL:
 //! etcd compatibility, crash recovery, catch-up by snapshot, and bad input.
 
+use berth_testkit::free_port;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,18 +10,6 @@ use std::time::{Duration, Instant};
 use berth_store::pb::etcdserverpb::kv_client::KvClient;
 use berth_store::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use berth_store::pb::etcdserverpb::{HashKvRequest, PutRequest, RangeRequest};
-
-/// A free port below the kernel's ephemeral range, so no outgoing connection takes it
-/// between this check and the member's bind.
-fn free_port() -> u16 {
-    use rand::Rng;
-    loop {
-        let p = rand::thread_rng().gen_range(12_000..30_000);
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 /// A `berth store` process, killed when dropped.
 struct Member {

@@ -12,27 +12,13 @@
 // A benchmark's output is its result.
 #![allow(clippy::print_stdout)]
 
+use berth_testkit::free_port;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_apiserver::{ControlPlane, ServerArgs};
 use kube::Client;
 use serde_json::{json, Value};
-
-/// A port in 12000..30000 that is free now and was not handed out before in this process
-/// (the members' nine ports are picked before any is bound, so a repeat would clash).
-fn free_port() -> u16 {
-    use rand::Rng;
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().expect("port list lock");
-    loop {
-        let p = rand::thread_rng().gen_range(12000..30000);
-        if !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            given.push(p);
-            return p;
-        }
-    }
-}
 
 fn pod(name: &str) -> Value {
     let env: Vec<Value> = (0..12)

@@ -1,6 +1,7 @@
 //! The endpoints, node IPAM and service-account controllers against a real API server in
 //! this process (a single store member and the HTTPS API on free loopback ports).
 
+use berth_testkit::free_port;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
@@ -16,17 +17,6 @@ use serde_json::json;
 
 /// How long an eventual state may take.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A port in 12000..30000 (below the ephemeral range) that is free right now.
-fn free_port() -> u16 {
-    use rand::Rng;
-    loop {
-        let p = rand::thread_rng().gen_range(12000..30000);
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 struct Cluster {
     cp: Option<ControlPlane>,

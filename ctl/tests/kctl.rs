@@ -7,11 +7,12 @@
 //! `cargo build --bin berth` first. Each test starts its own server on free loopback ports in
 //! 12000..30000 and a [`Server`] guard kills it when the test ends, failed or not.
 
+use berth_testkit::free_port;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -34,19 +35,6 @@ fn berth_binary() -> PathBuf {
         berth.display()
     );
     berth
-}
-
-/// A loopback port in 12000..30000 that is free right now.
-fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(Instant::now().elapsed().as_nanos());
-        let port = 12000 + (hasher.finish() % 18000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// A running `berth server`, killed on drop.

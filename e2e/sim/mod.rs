@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub use berth_testkit::free_port;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,16 +24,6 @@ use tokio::task::JoinHandle;
 
 /// A pod annotation: the simulated kubelet ends the pod with this exit code once it runs.
 pub const EXIT_CODE: &str = "sim/exit-code";
-
-pub fn free_port() -> u16 {
-    use rand::Rng;
-    loop {
-        let p = rand::thread_rng().gen_range(12000..30000);
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 /// How the simulation behaves.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 //! containers, sandboxes, cgroups, the bridge.
 #![allow(dead_code)]
 
+pub use berth_testkit::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -13,17 +14,6 @@ use berth_apiserver::{ControlPlane, ServerArgs};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
-
-/// A port in 12000..30000 that is free right now.
-pub fn free_port() -> u16 {
-    use rand::Rng;
-    loop {
-        let p = rand::thread_rng().gen_range(12000..30000);
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 #[path = "../../runtime/tests/support/images.rs"]
 mod images;

@@ -4,6 +4,7 @@
 
 mod dns_common;
 
+use berth_testkit::free_port;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,19 +22,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Api;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A port in 12000..30000 (below the ephemeral range) free right now for TCP and UDP.
-fn free_port() -> u16 {
-    use rand::Rng;
-    loop {
-        let p = rand::thread_rng().gen_range(12000..30000);
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        {
-            return p;
-        }
-    }
-}
 
 /// The control plane and the DNS server, stopped on drop (the API server by `stop`).
 struct Cluster {

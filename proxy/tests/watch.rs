@@ -2,6 +2,7 @@
 //! with a `FakeDataplane`: Services and EndpointSlices created, changed and deleted through
 //! the API reach the data plane as one full sync and then incremental changes.
 
+use berth_testkit::free_port;
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,13 +17,6 @@ use kube::Api;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 async fn client_from(path: &std::path::Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");

@@ -4,18 +4,8 @@
 #![allow(dead_code)]
 
 use berth_apiserver::{ControlPlane, ServerArgs};
+pub use berth_testkit::free_port;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-
-/// A port in 12000..30000 (below the ephemeral range) that is free right now.
-pub fn free_port() -> u16 {
-    use rand::Rng;
-    loop {
-        let p = rand::thread_rng().gen_range(12000..30000);
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 pub struct Cluster {
     pub cp: ControlPlane,

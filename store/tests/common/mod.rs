@@ -2,7 +2,7 @@
 //! again from their data directories.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use berth_store::node::{NodeConfig, StoreHandle, StoreNode};
@@ -10,16 +10,9 @@ use berth_store::pb::etcdserverpb::kv_client::KvClient;
 use berth_store::pb::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::Channel;
 
-/// A free loopback address below the kernel's ephemeral port range, so no outgoing
-/// connection takes it between this check and the member's bind.
+/// A free loopback address that no other test process is handed (see `berth_testkit`).
 pub fn free_addr() -> SocketAddr {
-    use rand::Rng;
-    loop {
-        let p = rand::thread_rng().gen_range(12_000..30_000);
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", p)) {
-            return l.local_addr().unwrap();
-        }
-    }
+    SocketAddr::from(([127, 0, 0, 1], berth_testkit::free_port()))
 }
 
 pub fn init_tracing() {
