@@ -5,18 +5,18 @@
 //! nextest runs tests as separate processes, and two of them could pick the same free port
 //! before either binds it (CI failed so: "binding 127.0.0.1:21064: Address already in use").
 //! So each port handed out is also claimed with an advisory lock on a file named after it,
-//! held until the process exits; every caller of [`free_port`] skips ports locked by others.
+//! held until the process exits. A lock belongs to one open file description, so the port is
+//! refused to every later caller, in this process or another.
 
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use rand::Rng;
 
-/// Ports handed out by this process, with the files whose locks claim them.
-static CLAIMED: Mutex<Vec<(u16, File)>> = Mutex::new(Vec::new());
+/// The files whose locks claim the ports this process was handed.
+static CLAIMED: Mutex<Vec<File>> = Mutex::new(Vec::new());
 
 /// The lowest and one past the highest port handed out: below the kernel's ephemeral range
 /// (32768 and up by default), so no outgoing connection takes a port between the check and
@@ -33,14 +33,9 @@ pub fn free_port() -> u16 {
     let dir = lock_dir();
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("creating the port lock directory {}: {e}", dir.display()));
-    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-    let mine: HashSet<u16> = claimed.iter().map(|(p, _)| *p).collect();
     let mut rng = rand::thread_rng();
     for _ in 0..10_000 {
         let port = rng.gen_range(RANGE);
-        if mine.contains(&port) {
-            continue;
-        }
         let path = dir.join(port.to_string());
         let file = OpenOptions::new()
             .create(true)
@@ -48,13 +43,16 @@ pub fn free_port() -> u16 {
             .write(true)
             .open(&path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-        if file.try_lock().is_err() {
-            continue; // another test process holds it
+        match file.try_lock() {
+            Ok(()) => {}
+            // Handed out already, here or in another test process.
+            Err(TryLockError::WouldBlock) => continue,
+            Err(TryLockError::Error(e)) => panic!("locking {}: {e}", path.display()),
         }
         if TcpListener::bind(("127.0.0.1", port)).is_ok()
             && UdpSocket::bind(("127.0.0.1", port)).is_ok()
         {
-            claimed.push((port, file));
+            CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push(file);
             return port;
         }
     }
@@ -63,6 +61,8 @@ pub fn free_port() -> u16 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
